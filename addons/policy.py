@@ -1,0 +1,314 @@
+"""Policy file v1: load, validate completely, compile, and decide.
+
+Everything here is pure: a compiled `Policy` and the facts of a request go in, a `Decision` comes
+out. The addon gathers the facts and applies the answer; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VERSION = "v1"
+DEFAULT_PORTS: tuple[int, ...] = (443, 80)
+KNOWN_KEYS = ("version", "allowed_domains", "allowed_ports", "allow_ranges")
+
+# Decision reasons. These strings are an interface: they appear in X-Proxy-Error, logs and metrics.
+ALLOWED = "allowed"
+BLOCKED_BY_ALLOWLIST = "blocked-by-allowlist"
+BLOCKED_PORT = "blocked-port"
+BLOCKED_ADDRESS = "blocked-address"
+HOST_MISMATCH = "host-mismatch"
+POLICY_ERROR = "policy-error"
+DENY_REASONS = (BLOCKED_BY_ALLOWLIST, BLOCKED_PORT, BLOCKED_ADDRESS, HOST_MISMATCH, POLICY_ERROR)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be loaded. The message names the source, the entry and the fix."""
+
+
+class InvalidHost(ValueError):
+    """A host name that is not a valid DNS name or IP literal."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allow: bool
+    reason: str
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    source: str
+    exact: frozenset[str] = frozenset()
+    # Suffixes of "*.suffix" entries, stored without the "*.".
+    wildcard_suffixes: frozenset[str] = frozenset()
+    addresses: frozenset[IPAddress] = frozenset()
+    ports: frozenset[int] = frozenset(DEFAULT_PORTS)
+    allow_ranges: tuple[IPNetwork, ...] = field(default_factory=tuple)
+
+    @property
+    def entry_count(self) -> int:
+        return len(self.exact) + len(self.wildcard_suffixes) + len(self.addresses)
+
+
+def parse_ip(host: str) -> IPAddress | None:
+    """The IP address that `host` spells (brackets allowed for IPv6), or None for a name."""
+    candidate = host.strip()
+    if candidate.startswith("[") and candidate.endswith("]"):
+        candidate = candidate[1:-1]
+    try:
+        return ipaddress.ip_address(candidate)
+    except ValueError:
+        return None
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case ASCII (IDNA) form of a DNS name, without a trailing dot.
+
+    Raises InvalidHost for anything that is not a well-formed name. Idempotent.
+    """
+    name = host.strip().lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise InvalidHost("empty host name")
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError as e:
+            raise InvalidHost(f"not a valid internationalized name ({e})") from None
+    if len(name) > 253:
+        raise InvalidHost("longer than 253 characters")
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            raise InvalidHost("has an empty label")
+        if len(label) > 63:
+            raise InvalidHost(f"label {label[:20]!r}... is longer than 63 characters")
+        if not _LABEL_CHARS.issuperset(label):
+            raise InvalidHost(f"label {label!r} has characters other than a-z, 0-9, '-' and '_'")
+        if label[0] == "-" or label[-1] == "-":
+            raise InvalidHost(f"label {label!r} starts or ends with '-'")
+    # A numeric last label is an address in disguise (e.g. "2130706433" or "0x7f.1"), never a name.
+    last = labels[-1]
+    if last.isdigit() or last.startswith("0x"):
+        raise InvalidHost("ends in a numeric label, which resolvers read as an IP address")
+    return name
+
+
+def _entry_error(source: str, index: int, entry: object, problem: str, fix: str) -> PolicyError:
+    return PolicyError(f"{source}: allowed_domains[{index}] {entry!r}: {problem}. Fix: {fix}")
+
+
+def _compile_domain(
+    source: str, index: int, entry: object
+) -> tuple[str, str] | tuple[str, IPAddress]:
+    """("exact"|"wildcard", name) or ("address", ip) for one allowed_domains entry."""
+    if not isinstance(entry, str):
+        raise _entry_error(
+            source, index, entry, "is not a string", "write the host name as a string"
+        )
+    address = parse_ip(entry)
+    if address is not None:
+        return "address", address
+    text = entry.strip()
+    kind = "exact"
+    if text.startswith("*."):
+        kind, text = "wildcard", text[2:]
+    if "*" in text:
+        raise _entry_error(
+            source,
+            index,
+            entry,
+            "'*' is allowed only as the whole first label",
+            'write "*.example.com" for any subdomain, or list the exact host',
+        )
+    try:
+        name = normalize_host(text)
+    except InvalidHost as e:
+        raise _entry_error(
+            source, index, entry, str(e), "give a host name such as api.example.com"
+        ) from None
+    if kind == "wildcard" and "." not in name:
+        raise _entry_error(
+            source,
+            index,
+            entry,
+            "a wildcard over a top-level domain allows too much",
+            'name at least two labels after "*.", e.g. "*.example.com"',
+        )
+    return kind, name
+
+
+def _as_list(source: str, data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PolicyError(f"{source}: {key} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _compile_ports(source: str, raw: list[Any]) -> frozenset[int]:
+    ports = set()
+    for index, port in enumerate(raw):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise PolicyError(
+                f"{source}: allowed_ports[{index}] {port!r} is not a port. "
+                "Fix: use whole numbers from 1 to 65535"
+            )
+        ports.add(port)
+    if not ports:
+        raise PolicyError(
+            f"{source}: allowed_ports is empty, so nothing could ever be allowed. "
+            f"Fix: list ports, or leave the key out for the default {list(DEFAULT_PORTS)}"
+        )
+    return frozenset(ports)
+
+
+def _compile_ranges(source: str, raw: list[Any]) -> tuple[IPNetwork, ...]:
+    ranges = []
+    for index, cidr in enumerate(raw):
+        try:
+            ranges.append(ipaddress.ip_network(str(cidr), strict=True))
+        except ValueError as e:
+            raise PolicyError(
+                f"{source}: allow_ranges[{index}] {cidr!r} is not a CIDR ({e}). "
+                "Fix: write a network such as 10.1.2.0/24 with its host bits zero"
+            ) from None
+    return tuple(ranges)
+
+
+def _check_keys(source: str, data: Mapping[str, Any]) -> None:
+    for key in data:
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KNOWN_KEYS)}"
+            raise PolicyError(f"{source}: unknown key {key!r}. Fix: {hint}")
+    version = data.get("version")
+    if version is None:
+        raise PolicyError(f"{source}: missing 'version'. Fix: add 'version: {VERSION}' at the top")
+    if version != VERSION:
+        raise PolicyError(
+            f"{source}: unknown version {version!r}. Fix: this proxy reads 'version: {VERSION}'"
+        )
+
+
+def compile_policy(
+    data: object, source: str, extra_domains: Iterable[str] = ()
+) -> Policy:
+    """Validate a parsed policy document completely and compile it. Raises PolicyError."""
+    if not isinstance(data, Mapping):
+        raise PolicyError(
+            f"{source}: the policy must be a YAML mapping with 'version: {VERSION}', "
+            f"got {type(data).__name__}"
+        )
+    _check_keys(source, data)
+    entries = [*_as_list(source, data, "allowed_domains"), *extra_domains]
+    exact, wildcard, addresses = set(), set(), set()
+    for index, entry in enumerate(entries):
+        kind, value = _compile_domain(source, index, entry)
+        if kind == "address":
+            addresses.add(value)
+        elif kind == "wildcard":
+            wildcard.add(value)
+        else:
+            exact.add(value)
+    ports = (
+        _compile_ports(source, _as_list(source, data, "allowed_ports"))
+        if "allowed_ports" in data
+        else frozenset(DEFAULT_PORTS)
+    )
+    return Policy(
+        source=source,
+        exact=frozenset(exact),  # type: ignore[arg-type]
+        wildcard_suffixes=frozenset(wildcard),  # type: ignore[arg-type]
+        addresses=frozenset(addresses),  # type: ignore[arg-type]
+        ports=ports,
+        allow_ranges=_compile_ranges(source, _as_list(source, data, "allow_ranges")),
+    )
+
+
+def parse_policy(text: str, source: str, extra_domains: Iterable[str] = ()) -> Policy:
+    """Parse and compile policy YAML text. `source` names it in errors (usually the file path)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise PolicyError(f"{source}: not valid YAML: {e}. Fix: check the indentation and quotes") from None
+    if data is None:
+        raise PolicyError(
+            f"{source}: the file is empty. Fix: write 'version: {VERSION}' and allowed_domains"
+        )
+    return compile_policy(data, source, extra_domains)
+
+
+def load_policy(path: str | Path, extra_domains: Iterable[str] = ()) -> Policy:
+    """Read, parse and compile a policy file. Raises PolicyError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyError(f"{path}: cannot read the policy file ({e}). Fix: check the path") from None
+    return parse_policy(text, str(path), extra_domains)
+
+
+def policy_from_domains(domains: Iterable[str], source: str = "allowed_domains option") -> Policy:
+    """A policy made only of `allowed_domains` entries, with default ports and no ranges."""
+    return compile_policy({"version": VERSION}, source, domains)
+
+
+def _match_name(policy: Policy, name: str) -> str | None:
+    if name in policy.exact:
+        return name
+    # Walk the parent suffixes: a.b.example.com checks b.example.com, then example.com, then com.
+    dot = name.find(".")
+    while dot != -1:
+        suffix = name[dot + 1 :]
+        if suffix in policy.wildcard_suffixes:
+            return f"*.{suffix}"
+        dot = name.find(".", dot + 1)
+    return None
+
+
+def match_rule(policy: Policy, host: str) -> str | None:
+    """The policy entry that admits `host`, or None. Raises InvalidHost for malformed names."""
+    address = parse_ip(host)
+    if address is not None:
+        return str(address) if address in policy.addresses else None
+    return _match_name(policy, normalize_host(host))
+
+
+def decide(policy: Policy, host: str, port: int) -> Decision:
+    """Decide on a destination by name and port (addresses are checked once resolved)."""
+    try:
+        rule = match_rule(policy, host)
+    except InvalidHost:
+        return Decision(False, BLOCKED_BY_ALLOWLIST)
+    if rule is None:
+        return Decision(False, BLOCKED_BY_ALLOWLIST)
+    if port not in policy.ports:
+        return Decision(False, BLOCKED_PORT, rule)
+    return Decision(True, ALLOWED, rule)
+
+
+def same_host(a: str, b: str) -> bool:
+    """Whether two host spellings name the same destination (case, trailing dot, IDNA, IPv6)."""
+    ip_a, ip_b = parse_ip(a), parse_ip(b)
+    if ip_a is not None or ip_b is not None:
+        return ip_a == ip_b
+    try:
+        return normalize_host(a) == normalize_host(b)
+    except InvalidHost:
+        return False
