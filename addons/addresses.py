@@ -60,7 +60,9 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
 
 
 def _forbidden_alone(address: IPAddress) -> bool:
-    return any(address in network for network in FORBIDDEN_NETWORKS if network.version == address.version)
+    return any(
+        address in network for network in FORBIDDEN_NETWORKS if network.version == address.version
+    )
 
 
 def _exempt(address: IPAddress, allow_ranges: Iterable[IPNetwork]) -> bool:

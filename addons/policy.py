@@ -196,7 +196,9 @@ def _check_keys(source: str, data: Mapping[str, Any]) -> None:
     for key in data:
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KNOWN_KEYS)}"
+            hint = (
+                f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KNOWN_KEYS)}"
+            )
             raise PolicyError(f"{source}: unknown key {key!r}. Fix: {hint}")
     version = data.get("version")
     if version is None:
@@ -207,9 +209,7 @@ def _check_keys(source: str, data: Mapping[str, Any]) -> None:
         )
 
 
-def compile_policy(
-    data: object, source: str, extra_domains: Iterable[str] = ()
-) -> Policy:
+def compile_policy(data: object, source: str, extra_domains: Iterable[str] = ()) -> Policy:
     """Validate a parsed policy document completely and compile it. Raises PolicyError."""
     if not isinstance(data, Mapping):
         raise PolicyError(
@@ -247,7 +247,9 @@ def parse_policy(text: str, source: str, extra_domains: Iterable[str] = ()) -> P
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise PolicyError(f"{source}: not valid YAML: {e}. Fix: check the indentation and quotes") from None
+        raise PolicyError(
+            f"{source}: not valid YAML: {e}. Fix: check the indentation and quotes"
+        ) from None
     if data is None:
         raise PolicyError(
             f"{source}: the file is empty. Fix: write 'version: {VERSION}' and allowed_domains"
@@ -260,7 +262,9 @@ def load_policy(path: str | Path, extra_domains: Iterable[str] = ()) -> Policy:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError(f"{path}: cannot read the policy file ({e}). Fix: check the path") from None
+        raise PolicyError(
+            f"{path}: cannot read the policy file ({e}). Fix: check the path"
+        ) from None
     return parse_policy(text, str(path), extra_domains)
 
 

@@ -1,0 +1,429 @@
+"""The egress allowlist: `mitmdump -s addons/allowlist.py --set allowlist=policy.yaml`.
+
+The addon only gathers facts from mitmproxy's hooks, asks the pure policy, and applies the answer.
+It fails closed at every step: mitmproxy forwards a flow whose hook raised, so each hook catches
+its own errors and denies, and no upstream connection opens unless a decision approved it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, "", "__mitmproxy_script__"):
+    # Loaded by path with `-s`: make the `addons` package importable from the repo root.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy.proxy import mode_specs, server_hooks
+
+from addons import events, flows, guard, policy, resolver
+from addons.addresses import any_forbidden
+from addons.health import HealthServer, Readiness
+from addons.policy import Decision, Policy, PolicyError
+from addons.reloader import PolicyWatcher
+
+logger = logging.getLogger(__name__)
+
+# Faults, not policy denials: the destination was allowed but cannot be reached.
+UPSTREAM_UNRESOLVABLE = "upstream-unresolvable"
+STATUS_FOR_REASON = {UPSTREAM_UNRESOLVABLE: 502}
+
+# A decision, and when it allows, the destination approved for connecting.
+Verdict = tuple[Decision, resolver.Approval | None]
+
+
+class Allowlist:
+    def __init__(self) -> None:
+        self.policy: Policy | None = None
+        self.reload_error: str | None = None
+        self.metrics = events.Metrics()
+        self._tunnels: dict[str, resolver.Approval] = {}
+        self._approvals: dict[str, dict[tuple[str, int], resolver.Approval]] = {}
+        self._refused_tls: set[str] = set()
+        self._pinned: dict[str, tuple[str, int]] = {}
+        self._health = HealthServer(self.readiness, self.render_metrics)
+        self._watcher: PolicyWatcher | None = None
+        self._guard: guard.AllowlistGuard | None = None
+
+    # -- options and lifecycle -------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "allowlist",
+            str,
+            "",
+            """
+            Policy file (YAML). Example:
+            "version: v1", "allowed_domains: [httpbin.org, '*.example.com']",
+            "allowed_ports: [443, 80]", "allow_ranges: []". Changes take effect within seconds.
+            Without a policy every request is denied.
+            """,
+        )
+        loader.add_option(
+            "allowed_domains",
+            Sequence[str],
+            [],
+            """
+            Extra allowed hosts, same syntax as the policy's allowed_domains: "httpbin.org" or
+            "*.example.com" (any subdomain). Repeat to add more:
+            --set allowed_domains=httpbin.org --set allowed_domains=*.example.com
+            """,
+        )
+        loader.add_option("health_host", str, "0.0.0.0", "Address of /healthz, /readyz, /metrics.")
+        loader.add_option("health_port", int, 8081, "Port of /healthz, /readyz and /metrics.")
+        self._attach_guard()
+
+    def _attach_guard(self) -> None:
+        existing = ctx.master.addons.get(guard.NAME)
+        if existing is None:
+            existing = guard.AllowlistGuard()
+            ctx.master.addons.add(existing)
+        existing.attach(self)
+        self._guard = existing
+
+    def configure(self, updated: set[str]) -> None:
+        if "mode" in updated:
+            for spec in ctx.options.mode:
+                if not isinstance(mode_specs.ProxyMode.parse(spec), mode_specs.RegularMode):
+                    raise exceptions.OptionsError(
+                        f"mode {spec!r}: the allowlist supports only regular proxy mode. "
+                        "Fix: leave --mode unset"
+                    )
+        if "allowlist" in updated or "allowed_domains" in updated:
+            try:
+                self.policy = self._load_policy()
+            except PolicyError as e:
+                raise exceptions.OptionsError(str(e)) from None
+            self.reload_error = None
+            if self._watcher is not None:
+                self._restart_watcher()
+
+    def _load_policy(self) -> Policy | None:
+        extra = tuple(ctx.options.allowed_domains)
+        if ctx.options.allowlist:
+            return policy.load_policy(ctx.options.allowlist, extra)
+        if extra:
+            return policy.policy_from_domains(extra)
+        return None
+
+    async def running(self) -> None:
+        if ctx.options.flow_detail if hasattr(ctx.options, "flow_detail") else False:
+            # mitmdump's per-flow lines print full URLs, query strings included.
+            ctx.options.update(flow_detail=0)
+        if self.policy is None:
+            logger.warning("no allowlist configured: every request will be denied")
+        self._restart_watcher()
+        try:
+            await self._health.start(ctx.options.health_host, ctx.options.health_port)
+        except OSError as e:
+            logger.error(
+                f"health server cannot listen on {ctx.options.health_host}:"
+                f"{ctx.options.health_port}: {e}. Fix: choose a free --set health_port"
+            )
+
+    def _restart_watcher(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if ctx.options.allowlist:
+            self._watcher = PolicyWatcher(ctx.options.allowlist, self._reload)
+            self._watcher.start()
+
+    def _reload(self) -> None:
+        try:
+            new = self._load_policy()
+        except PolicyError as e:
+            self.reload_error = str(e)
+            self.metrics.reload_errors += 1
+            events.emit("policy-reload", ok=False, error=str(e))
+            logger.error(f"policy reload failed, keeping the last good policy: {e}")
+            return
+        self.policy, self.reload_error = new, None
+        self.metrics.reloads += 1
+        events.emit(
+            "policy-reload",
+            ok=True,
+            source=new.source if new else None,
+            entries=new.entry_count if new else 0,
+        )
+
+    async def done(self) -> None:
+        if self._guard is not None:
+            self._guard.detach(self)
+        if self._watcher is not None:
+            self._watcher.stop()
+        await self._health.stop()
+
+    # -- health ----------------------------------------------------------------------------
+
+    def _listening(self) -> bool:
+        proxyserver = ctx.master.addons.get("proxyserver")
+        return bool(
+            proxyserver
+            and proxyserver.is_running
+            and any(server.is_running for server in proxyserver.servers)
+        )
+
+    def readiness(self) -> Readiness:
+        current = self.policy
+        detail: dict[str, object] = {
+            "policy": current.source if current else None,
+            "entries": current.entry_count if current else 0,
+            "listening": self._listening(),
+            "last_reload_error": self.reload_error,
+        }
+        if current is None:
+            detail["error"] = (
+                "no policy loaded: every request is denied. "
+                "Fix: --set allowlist=FILE or --set allowed_domains=HOST"
+            )
+        return Readiness(current is not None and bool(detail["listening"]), detail)
+
+    def render_metrics(self) -> str:
+        current = self.policy
+        return self.metrics.render(current.entry_count if current else 0, self.readiness().ready)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    async def _decide_destination(self, host: str, port: int) -> Verdict:
+        current = self.policy
+        if current is None:
+            return Decision(False, policy.BLOCKED_BY_ALLOWLIST), None
+        decision = policy.decide(current, host, port)
+        if not decision.allow:
+            return decision, None
+        try:
+            addresses = await resolver.resolve(host, port)
+        except (OSError, TimeoutError, UnicodeError):
+            return Decision(False, UPSTREAM_UNRESOLVABLE, decision.rule), None
+        if not addresses:
+            return Decision(False, UPSTREAM_UNRESOLVABLE, decision.rule), None
+        if any_forbidden(addresses, current.allow_ranges):
+            return Decision(False, policy.BLOCKED_ADDRESS, decision.rule), None
+        return decision, resolver.Approval(host, port, addresses)
+
+    def _record(self, flow: http.HTTPFlow, decision: Decision, host: str, port: int) -> None:
+        self.metrics.count(decision)
+        events.emit(
+            "decision",
+            allow=decision.allow,
+            reason=decision.reason,
+            host=flows.printable(host),
+            port=port,
+            sni=flow.client_conn.sni,
+            client=flows.client_label(flow),
+            rule=decision.rule,
+        )
+
+    def _deny(self, flow: http.HTTPFlow, decision: Decision, host: str, port: int) -> None:
+        flow.metadata["auth_proxy_denied"] = decision.reason
+        status = STATUS_FOR_REASON.get(decision.reason, 403)
+        flow.response = http.Response.make(
+            status,
+            f"auth-proxy: {flows.printable(host)}:{port} denied: {decision.reason}\n",
+            {
+                "X-Proxy-Error": decision.reason,
+                "Content-Type": "text/plain; charset=utf-8",
+                "Connection": "close",
+            },
+        )
+
+    def _approve(self, client_id: str, approval: resolver.Approval) -> None:
+        self._approvals.setdefault(client_id, {})[(approval.host, approval.port)] = approval
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        host, port = flow.request.host, flow.request.port
+        try:
+            decision, approval = await self._decide_destination(host, port)
+            self._record(flow, decision, host, port)
+            if approval is None:
+                self._deny(flow, decision, host, port)
+                return
+            self._tunnels[flow.client_conn.id] = approval
+            self._approve(flow.client_conn.id, approval)
+        except Exception:
+            logger.exception("decision on CONNECT failed; denying")
+            self._deny(flow, Decision(False, policy.POLICY_ERROR), host, port)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        host, port = flow.request.host, flow.request.port
+        try:
+            tunnel = self._tunnels.get(flow.client_conn.id)
+            if tunnel is not None:
+                host, port = tunnel.host, tunnel.port
+                decision = self._decide_in_tunnel(flow, tunnel)
+                if not decision.allow:
+                    self._record(flow, decision, host, port)
+                    self._deny(flow, decision, host, port)
+                    return
+            else:
+                decision, approval = await self._decide_absolute(flow)
+                self._record(flow, decision, host, port)
+                if approval is None:
+                    self._deny(flow, decision, host, port)
+                    return
+                self._approve(flow.client_conn.id, approval)
+            self._stream_counted(flow)
+        except Exception:
+            logger.exception("decision on request failed; denying")
+            self._deny(flow, Decision(False, policy.POLICY_ERROR), host, port)
+
+    def _decide_in_tunnel(self, flow: http.HTTPFlow, tunnel: resolver.Approval) -> Decision:
+        """The tunnel's destination is fixed and pinned; the request must name it, and the
+        policy in force now (it may have been reloaded) must still allow it."""
+        if not flows.host_binding_holds(flow.request, tunnel.host, tunnel.port):
+            return Decision(False, policy.HOST_MISMATCH)
+        if self.policy is None:
+            return Decision(False, policy.BLOCKED_BY_ALLOWLIST)
+        return policy.decide(self.policy, tunnel.host, tunnel.port)
+
+    async def _decide_absolute(self, flow: http.HTTPFlow) -> Verdict:
+        """A plain-HTTP absolute-form request (HTTP_PROXY): decided like a CONNECT."""
+        request = flow.request
+        if request.scheme not in ("http", "https") or not request.host:
+            return Decision(False, policy.BLOCKED_BY_ALLOWLIST), None
+        if not flows.host_binding_holds(request, request.host, request.port):
+            return Decision(False, policy.HOST_MISMATCH), None
+        return await self._decide_destination(request.host, request.port)
+
+    # -- connections -----------------------------------------------------------------------
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        server = data.server
+        try:
+            if server.error or server.address is None:
+                return
+            host, port = server.address[0], server.address[1]
+            approval = self._approvals.get(data.client.id, {}).get((host, port))
+            if approval is None:
+                server.error = f"auth-proxy: no allowlist decision approved {host}:{port}"
+                return
+            # Connect to the address that was checked, so a second DNS answer cannot differ.
+            self._pinned[server.id] = (host, port)
+            server.address = (str(approval.addresses[0]), port)
+            # Upstream TLS names the approved host, never whatever SNI the client sent.
+            server.sni = host
+        except Exception:
+            logger.exception("server_connect check failed; refusing the connection")
+            server.error = "auth-proxy: policy-error"
+
+    def _unpin(self, data: server_hooks.ServerConnectionHookData) -> None:
+        # The hostname goes back so mitmproxy's connection reuse (which compares addresses) works.
+        # Server refuses address changes on open connections to stop redirects; this only
+        # restores the name of the address it is already connected to (peername keeps the IP).
+        original = self._pinned.pop(data.server.id, None)
+        if original is not None:
+            object.__setattr__(data.server, "address", original)
+
+    def server_connected(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._unpin(data)
+
+    def server_connect_error(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self._unpin(data)
+
+    def client_connected(self, client) -> None:
+        self.metrics.open_connections += 1
+
+    def client_disconnected(self, client) -> None:
+        self.metrics.open_connections -= 1
+        self._tunnels.pop(client.id, None)
+        self._approvals.pop(client.id, None)
+        self._refused_tls.discard(client.id)
+
+    # -- TLS: the SNI must name the CONNECT target -----------------------------------------
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        client = data.context.client
+        try:
+            tunnel = self._tunnels.get(client.id)
+            sni = data.client_hello.sni
+            if tunnel is not None and (sni is None or policy.same_host(sni, tunnel.host)):
+                return
+            self._refused_tls.add(client.id)
+            decision = Decision(False, policy.HOST_MISMATCH)
+            self.metrics.count(decision)
+            events.emit(
+                "decision",
+                allow=False,
+                reason=decision.reason,
+                host=flows.printable(tunnel.host) if tunnel else None,
+                port=tunnel.port if tunnel else None,
+                sni=flows.printable(sni) if sni else None,
+                client=flows.client_label(client),
+            )
+        except Exception:
+            logger.exception("SNI check failed; refusing the handshake")
+            self._refused_tls.add(client.id)
+
+    def tls_start_client(self, data: tls.TlsData) -> None:
+        if data.context.client.id in self._refused_tls:
+            data.ssl_conn = flows.refusing_tls(server_side=False)
+
+    def tls_start_server(self, data: tls.TlsData) -> None:
+        if data.context.client.id in self._refused_tls:
+            data.ssl_conn = flows.refusing_tls(server_side=True)
+
+    # -- forwarding ------------------------------------------------------------------------
+
+    def _stream_counted(self, flow: http.HTTPFlow) -> None:
+        """Stream bodies instead of buffering them (bounded memory, live streaming responses),
+        counting the bytes for the request log line."""
+        counts = flow.metadata.setdefault("auth_proxy_bytes", [0, 0])
+
+        def count_request(chunk: bytes) -> bytes:
+            counts[0] += len(chunk)
+            return chunk
+
+        flow.request.stream = count_request
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.error or not flow.live or flow.response is None:
+            return
+        if "auth_proxy_denied" in flow.metadata:
+            return
+        counts = flow.metadata.setdefault("auth_proxy_bytes", [0, 0])
+
+        def count_response(chunk: bytes) -> bytes:
+            counts[1] += len(chunk)
+            return chunk
+
+        flow.response.stream = count_response
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if "auth_proxy_denied" in flow.metadata or flow.response is None:
+            return
+        self._log_request(flow, flow.response.status_code, None)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if "auth_proxy_denied" in flow.metadata or flow.error is None:
+            return
+        self._log_request(flow, None, flow.error.msg)
+
+    def _log_request(self, flow: http.HTTPFlow, status: int | None, error: str | None) -> None:
+        request = flow.request
+        end = (flow.response and flow.response.timestamp_end) or time.time()
+        sent, received = flow.metadata.get("auth_proxy_bytes", [0, 0])
+        events.emit(
+            "request",
+            method=request.method,
+            host=flows.printable(request.host),
+            port=request.port,
+            path=request.path.split("?", 1)[0],
+            status=status,
+            error=error,
+            duration_ms=round((end - request.timestamp_start) * 1000, 1),
+            bytes_sent=sent,
+            bytes_received=received,
+            client=flows.client_label(flow),
+        )
+
+
+addons = [Allowlist()]

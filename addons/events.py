@@ -1,0 +1,81 @@
+"""Structured output: one JSON line per decision and per forwarded request, and the counters
+behind /metrics.
+
+mitmproxy's own log handler prefixes every line with a time and the client address, so these
+lines go to stdout through a logger of their own that does not propagate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from addons.policy import Decision
+
+LOGGER_NAME = "auth_proxy.events"
+
+
+def _make_logger() -> logging.Logger:
+    logger = logging.getLogger(LOGGER_NAME)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+_logger = _make_logger()
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one JSON line. Fields whose value is None are left out."""
+    record = {"ts": round(time.time(), 3), "event": event}
+    record.update((k, v) for k, v in fields.items() if v is not None)
+    _logger.info(json.dumps(record, separators=(",", ":"), default=str))
+
+
+@dataclass
+class Metrics:
+    decisions: Counter[tuple[bool, str]] = field(default_factory=Counter)
+    open_connections: int = 0
+    reload_errors: int = 0
+    reloads: int = 0
+
+    def count(self, decision: Decision) -> None:
+        self.decisions[(decision.allow, decision.reason)] += 1
+
+    def render(self, policy_entries: int, ready: bool) -> str:
+        lines = [
+            "# HELP auth_proxy_decisions_total Proxy decisions by result and reason.",
+            "# TYPE auth_proxy_decisions_total counter",
+        ]
+        for (allow, reason), count in sorted(self.decisions.items()):
+            result = "allow" if allow else "deny"
+            lines.append(
+                f'auth_proxy_decisions_total{{result="{result}",reason="{reason}"}} {count}'
+            )
+        lines += [
+            "# HELP auth_proxy_open_connections Client connections open now.",
+            "# TYPE auth_proxy_open_connections gauge",
+            f"auth_proxy_open_connections {self.open_connections}",
+            "# HELP auth_proxy_policy_entries Entries in the policy in force.",
+            "# TYPE auth_proxy_policy_entries gauge",
+            f"auth_proxy_policy_entries {policy_entries}",
+            "# HELP auth_proxy_policy_reloads_total Policy reloads that took effect.",
+            "# TYPE auth_proxy_policy_reloads_total counter",
+            f"auth_proxy_policy_reloads_total {self.reloads}",
+            "# HELP auth_proxy_policy_reload_errors_total Policy reloads that failed.",
+            "# TYPE auth_proxy_policy_reload_errors_total counter",
+            f"auth_proxy_policy_reload_errors_total {self.reload_errors}",
+            "# HELP auth_proxy_ready Whether /readyz answers 200.",
+            "# TYPE auth_proxy_ready gauge",
+            f"auth_proxy_ready {int(ready)}",
+        ]
+        return "\n".join(lines) + "\n"
