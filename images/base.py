@@ -1,0 +1,200 @@
+"""Base images without a registry: Debian trixie root filesystems made with mmdebstrap.
+
+When the image that a Dockerfile's ``FROM`` names is absent from the engine (and no registry is
+reachable, as on this project's machines), `ensure_base` makes an equivalent one with
+``mmdebstrap --variant=minbase trixie`` from the apt mirror the host already uses, and tags it
+with the ``FROM`` name via ``docker import``. The tarballs are cached under ``.state/base/``,
+keyed by everything that goes into them, so a rerun only needs ``docker import`` (or nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from images.engine import Engine, install_packages
+
+log = logging.getLogger("images.base")
+
+SUITE = "trixie"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Documentation, manual pages and translations are not needed in a container image.
+DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/lintian/*",
+)
+MMDEBSTRAP_TIMEOUT = 900
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """An offline stand-in for a registry image."""
+
+    ref: str
+    packages: tuple[str, ...]
+    description: str
+    # `docker import --change` instructions (the upstream images' relevant config).
+    changes: tuple[str, ...] = ('ENV LANG=C.UTF-8', 'CMD ["bash"]')
+
+
+BASES: dict[str, BaseSpec] = {
+    spec.ref: spec
+    for spec in (
+        BaseSpec(
+            ref="python:3.13-slim-trixie",
+            packages=("python3", "ca-certificates"),
+            description="Debian trixie minbase + python3 (3.13) + ca-certificates",
+            changes=('ENV LANG=C.UTF-8', 'CMD ["python3"]'),
+        ),
+        BaseSpec(
+            ref="debian:trixie-slim",
+            packages=(
+                "bash",
+                "ca-certificates",
+                "curl",
+                "git",
+                "nodejs",
+                "openssl",
+                "python3",
+                "python3-requests",
+            ),
+            description="Debian trixie minbase + the executor's packages",
+        ),
+    )
+}
+
+
+def from_images(dockerfile: Path) -> list[str]:
+    """The external images that a Dockerfile's FROM lines name (stage names excluded)."""
+    refs: list[str] = []
+    stages: set[str] = set()
+    for raw in dockerfile.read_text().splitlines():
+        line = raw.strip()
+        m = re.match(r"(?i)^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$", line)
+        if not m:
+            continue
+        ref, stage = m.group(1), m.group(2)
+        if ref.lower() not in stages and ref not in refs and ref != "scratch":
+            refs.append(ref)
+        if stage:
+            stages.add(stage.lower())
+    return refs
+
+
+def apt_mirror() -> str:
+    """The Debian mirror the host's apt uses (``AUTH_PROXY_DEBIAN_MIRROR`` overrides it)."""
+    override = os.environ.get("AUTH_PROXY_DEBIAN_MIRROR")
+    if override:
+        return override
+    candidates: list[str] = []
+    sources = Path("/etc/apt/sources.list.d")
+    files = sorted(sources.glob("*.sources")) if sources.is_dir() else []
+    for path in files:  # deb822 stanzas
+        for stanza in re.split(r"\n\s*\n", path.read_text(errors="replace")):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line:
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if fields.get("enabled", "yes").lower() == "no":
+                continue
+            if "deb" not in fields.get("types", "").split():
+                continue
+            suites = fields.get("suites", "").split()
+            if any("security" in s for s in suites):
+                continue
+            candidates += fields.get("uris", "").split()
+    legacy = [Path("/etc/apt/sources.list"), *sorted(sources.glob("*.list"))]
+    for path in legacy:  # one-line format
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            parts = re.sub(r"\[[^]]*\]", "", line).split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[2]:
+                candidates.append(parts[1])
+    for uri in candidates:
+        if re.search(r"/debian/?$", uri):
+            return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _cache_key(spec: BaseSpec, mirror: str) -> str:
+    blob = json.dumps(
+        [SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes, mirror], sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def rootfs_tarball(spec: BaseSpec, cache_dir: Path) -> Path:
+    """The cached root filesystem tarball for `spec`, made with mmdebstrap when missing."""
+    mirror = apt_mirror()
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.ref)
+    tarball = cache_dir / f"{name}-{_cache_key(spec, mirror)}.tar"
+    if tarball.exists():
+        log.info("base %s: cached rootfs %s", spec.ref, tarball)
+        return tarball
+    if shutil.which("mmdebstrap") is None:
+        install_packages(["mmdebstrap"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(".tar.partial")
+    cmd = [
+        "mmdebstrap",
+        "--variant=minbase",
+        "--mode=root" if os.geteuid() == 0 else "--mode=auto",
+        "--format=tar",
+        "--aptopt=APT::Install-Recommends \"false\"",
+        *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
+        f"--include={','.join(spec.packages)}",
+        SUITE,
+        str(partial),
+        mirror,
+    ]
+    log.info("base %s: %s", spec.ref, " ".join(cmd))
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MMDEBSTRAP_TIMEOUT)
+    if proc.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"mmdebstrap failed for {spec.ref} ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    partial.rename(tarball)
+    log.info("base %s: rootfs made in %.0f s", spec.ref, time.monotonic() - started)
+    return tarball
+
+
+def image_present(engine: Engine, ref: str) -> bool:
+    return engine.docker("image", "inspect", ref, check=False).returncode == 0
+
+
+def ensure_base(engine: Engine, ref: str, cache_dir: Path) -> str:
+    """Make sure image `ref` exists. Returns "present", "imported", or raises for unknown refs."""
+    if image_present(engine, ref):
+        return "present"
+    spec = BASES.get(ref)
+    if spec is None:
+        raise RuntimeError(
+            f"base image {ref} is absent and no offline recipe exists for it "
+            f"(known: {', '.join(sorted(BASES))}); pull it or add it to images/base.py"
+        )
+    tarball = rootfs_tarball(spec, cache_dir)
+    args = ["import"]
+    for change in spec.changes:
+        args += ["--change", change]
+    args += ["--message", f"offline stand-in: {spec.description}", str(tarball), ref]
+    engine.docker(*args, timeout=600)
+    log.info("base %s: imported from %s", ref, tarball)
+    return "imported"
