@@ -1,0 +1,129 @@
+"""Every name, label key, port, path and env var the sandbox pods use, in one place.
+
+These strings are an interface: the images (images/sidecar, images/executor), the e2e tests and
+the sandbox manager rely on them. Change them only together with their users.
+"""
+
+from __future__ import annotations
+
+# --- containers --------------------------------------------------------------------------------
+SIDECAR_CONTAINER = "auth-proxy"
+WORKLOAD_CONTAINER = "workload"
+
+DEFAULT_SIDECAR_IMAGE = "auth-proxy:dev"
+DEFAULT_EXECUTOR_IMAGE = "sandbox-executor:dev"
+
+# The sidecar runs as this user and group (see images/sidecar); the executor image as EXECUTOR_UID.
+SIDECAR_UID = 10000
+SIDECAR_GID = 10000
+EXECUTOR_UID = 1000
+EXECUTOR_GID = 1000
+
+# --- ports and probes --------------------------------------------------------------------------
+PROXY_PORT = 8080
+PROXY_PORT_NAME = "proxy"
+HEALTH_PORT = 8081
+HEALTH_PORT_NAME = "health"
+# The proxy listens on loopback only, so nothing outside the pod can use it as an open proxy; the
+# health port listens on every interface because kubelet probes come from the node.
+PROXY_LISTEN_HOST = "127.0.0.1"
+HEALTH_LISTEN_HOST = "0.0.0.0"
+READYZ_PATH = "/readyz"
+HEALTHZ_PATH = "/healthz"
+
+# --- the sidecar's environment (read by the sidecar image's entrypoint) ------------------------
+ENV_LISTEN_HOST = "AUTH_PROXY_LISTEN_HOST"
+ENV_LISTEN_PORT = "AUTH_PROXY_LISTEN_PORT"
+ENV_HEALTH_HOST = "AUTH_PROXY_HEALTH_HOST"
+ENV_HEALTH_PORT = "AUTH_PROXY_HEALTH_PORT"
+ENV_CA_DIR = "AUTH_PROXY_CA_DIR"
+ENV_POLICY = "AUTH_PROXY_POLICY"
+ENV_CONFDIR = "AUTH_PROXY_CONFDIR"
+ENV_LOG_LEVEL = "AUTH_PROXY_LOG_LEVEL"
+DEFAULT_LOG_LEVEL = "info"
+
+# --- the CA ------------------------------------------------------------------------------------
+CA_SECRET_NAME = "sandbox-proxy-ca"
+CA_SECRET_TYPE = "kubernetes.io/tls"
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+# Files ca/generate.py writes; the CA Secret is made from these two.
+CA_CERT_FILE = "ca.crt"
+CA_KEY_FILE = "ca.key"
+
+# In the sidecar only: the whole Secret, key included.
+SIDECAR_CA_VOLUME = "proxy-ca"
+SIDECAR_CA_DIR = "/certs"
+# In the workload: a second volume from the same Secret that projects tls.crt alone.
+WORKLOAD_CA_VOLUME = "proxy-ca-cert"
+WORKLOAD_CA_DIR = "/etc/proxy-ca"
+WORKLOAD_CA_FILE_NAME = "ca.crt"
+WORKLOAD_CA_CERT = f"{WORKLOAD_CA_DIR}/{WORKLOAD_CA_FILE_NAME}"
+# The executor image's entrypoint writes system roots + our CA here; an emptyDir, so it is
+# writable even with a read-only root filesystem.
+CA_BUNDLE_VOLUME = "proxy-ca-bundle"
+CA_BUNDLE_DIR = "/var/lib/proxy-ca"
+CA_BUNDLE = f"{CA_BUNDLE_DIR}/ca-bundle.crt"
+
+# --- the policy --------------------------------------------------------------------------------
+POLICY_CONFIGMAP_NAME = "sandbox-proxy-policy"
+POLICY_KEY = "policy.yaml"
+POLICY_VOLUME = "proxy-policy"
+# Mounted as a directory, never with subPath: subPath mounts never see ConfigMap updates.
+POLICY_DIR = "/etc/auth-proxy"
+POLICY_PATH = f"{POLICY_DIR}/{POLICY_KEY}"
+
+# --- the sidecar's scratch space (read-only root filesystem) -----------------------------------
+SIDECAR_TMP_VOLUME = "auth-proxy-tmp"
+SIDECAR_TMP_DIR = "/tmp"
+SIDECAR_CONFDIR = "/tmp/auth-proxy"
+
+# --- the workload's environment ----------------------------------------------------------------
+PROXY_URL = f"http://{PROXY_LISTEN_HOST}:{PROXY_PORT}"
+NO_PROXY_HOSTS = "localhost,127.0.0.1,::1"
+PROXY_ENV_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+NO_PROXY_ENV_NAMES = ("NO_PROXY", "no_proxy")
+# Node.js adds this file to its built-in roots, so it takes our CA alone.
+CA_CERT_ENV_NAMES = ("NODE_EXTRA_CA_CERTS",)
+# These replace the trust store, so they take the full bundle (system roots + our CA).
+CA_BUNDLE_ENV_NAMES = (
+    "SSL_CERT_FILE",  # OpenSSL, Python's ssl, httpx
+    "REQUESTS_CA_BUNDLE",  # requests
+    "CURL_CA_BUNDLE",  # curl
+    "GIT_SSL_CAINFO",  # git
+    "PIP_CERT",  # pip
+)
+RESERVED_ENV_NAMES = frozenset(
+    PROXY_ENV_NAMES + NO_PROXY_ENV_NAMES + CA_CERT_ENV_NAMES + CA_BUNDLE_ENV_NAMES
+)
+# Tools read both spellings of these (curl prefers lower case, Go upper), so a user variable in
+# any case would redirect or exempt traffic: they are reserved regardless of case.
+CASE_INSENSITIVE_RESERVED_ENV_NAMES = frozenset({"http_proxy", "https_proxy", "no_proxy"})
+
+# --- labels ------------------------------------------------------------------------------------
+LABEL_PREFIX = "sandbox.dev"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+MANAGED_BY = "sandbox-manager"
+PART_OF = "sandbox"
+COMPONENT_SANDBOX = "sandbox"
+COMPONENT_CA = "auth-proxy-ca"
+COMPONENT_POLICY = "auth-proxy-policy"
+
+LABEL_POOL_STATUS = f"{LABEL_PREFIX}/pool-status"
+POOL_STATUS_MANUAL = "manual"  # created on demand for one request
+POOL_STATUS_WARM = "warm"  # idle in a pool, ready to be claimed
+# The manager relabels a warm pod to this when it hands the pod out, so no one claims it twice.
+POOL_STATUS_CLAIMED = "claimed"
+LABEL_POOL = f"{LABEL_PREFIX}/pool"
+# Lets an audit find every sandbox that runs without the proxy: -l sandbox.dev/auth-proxy=disabled
+LABEL_AUTH_PROXY = f"{LABEL_PREFIX}/auth-proxy"
+AUTH_PROXY_ENABLED = "enabled"
+AUTH_PROXY_DISABLED = "disabled"
+
+# --- pod level ---------------------------------------------------------------------------------
+DEFAULT_RUNTIME_CLASS = "kata-qemu"
+SIDECAR_MODE_NATIVE = "native"  # an init container with restartPolicy Always (Kubernetes 1.29+)
+SIDECAR_MODE_CONTAINER = "container"  # a regular container, for clusters before 1.29
+SIDECAR_MODES = (SIDECAR_MODE_NATIVE, SIDECAR_MODE_CONTAINER)

@@ -1,0 +1,389 @@
+"""Pure builders for sandbox pods: typed V1 objects in, typed V1 objects out, no API calls.
+
+A sandbox pod holds the `workload` container and, when the auth proxy is enabled, the
+`auth-proxy` sidecar that all of the workload's HTTP(S) goes through. The workload trusts the
+internal CA through a volume that carries the certificate alone; the CA's private key is mounted
+into the sidecar only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from kubernetes import client
+
+from k8s import constants as c
+from k8s.settings import DEFAULT_SETTINGS, ProxySettings, Resources
+
+# DNS-1123 subdomain (pod names) and label (pool names; they end up in a label value).
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_GENERATE_NAME_SUFFIX = 5  # the random suffix the API server appends to generateName
+
+MANAGED_LABEL_KEYS = frozenset(
+    {
+        c.LABEL_MANAGED_BY,
+        c.LABEL_PART_OF,
+        c.LABEL_COMPONENT,
+        c.LABEL_POOL_STATUS,
+        c.LABEL_POOL,
+        c.LABEL_AUTH_PROXY,
+    }
+)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def validate_pod_name(name: str) -> str:
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise ValueError(
+            f"pod name {name!r} is not a DNS-1123 subdomain: use lower-case letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit, at most 253 characters"
+        )
+    return name
+
+
+def validate_pool_name(pool: str) -> str:
+    # The pool name is a label value (at most 63) and the generateName prefix of its pods.
+    if len(pool) > 63 - _GENERATE_NAME_SUFFIX - 1 or not _DNS_LABEL.match(pool):
+        raise ValueError(
+            f"pool name {pool!r} is not a DNS-1123 label: use lower-case letters, digits and '-', "
+            f"starting and ending with a letter or digit, at most {63 - _GENERATE_NAME_SUFFIX - 1} "
+            "characters"
+        )
+    return pool
+
+
+def _validate_label(key: str, value: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    key_ok = (
+        bool(name)
+        and len(name) <= 63
+        and bool(_LABEL_NAME.match(name))
+        and (not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix))))
+    )
+    if not key_ok:
+        raise ValueError(f"label key {key!r} is not a valid Kubernetes label key")
+    if not isinstance(value, str) or len(value) > 63 or not _LABEL_NAME.match(value):
+        raise ValueError(f"label {key}={value!r}: the value is not a valid Kubernetes label value")
+
+
+def check_user_labels(labels: Mapping[str, str]) -> None:
+    """Raise ValueError for a label the builders own or one Kubernetes would reject."""
+    for key, value in labels.items():
+        if key in MANAGED_LABEL_KEYS:
+            raise ValueError(f"label {key!r} is set by the pod builder and cannot be overridden")
+        _validate_label(key, value)
+
+
+def is_reserved_env_name(name: str) -> bool:
+    return name in c.RESERVED_ENV_NAMES or name.lower() in c.CASE_INSENSITIVE_RESERVED_ENV_NAMES
+
+
+def check_user_env(env: Mapping[str, str], settings: ProxySettings) -> None:
+    """Raise ValueError for a user variable that is malformed or would override the proxy's."""
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or not name.isprintable():
+            raise ValueError(f"env variable name {name!r} is not valid")
+        if not isinstance(value, str):
+            raise ValueError(f"env variable {name}: the value must be a string, got {value!r}")
+        if settings.enable_auth_proxy and is_reserved_env_name(name):
+            raise ValueError(
+                f"env variable {name} is reserved: the auth proxy sets it so that traffic goes "
+                "through the proxy and trusts its CA. Remove it from the request"
+            )
+
+
+# --- pieces ------------------------------------------------------------------------------------
+
+
+def _env(pairs: Mapping[str, str]) -> list[client.V1EnvVar]:
+    return [client.V1EnvVar(name=name, value=value) for name, value in pairs.items()]
+
+
+def proxy_env(settings: ProxySettings = DEFAULT_SETTINGS) -> dict[str, str]:
+    """The workload's reserved variables: proxy, no-proxy and CA trust."""
+    env = dict.fromkeys(c.PROXY_ENV_NAMES, settings.proxy_url)
+    env |= dict.fromkeys(c.NO_PROXY_ENV_NAMES, c.NO_PROXY_HOSTS)
+    env |= dict.fromkeys(c.CA_CERT_ENV_NAMES, c.WORKLOAD_CA_CERT)
+    env |= dict.fromkeys(c.CA_BUNDLE_ENV_NAMES, c.CA_BUNDLE)
+    return env
+
+
+def sidecar_env(settings: ProxySettings = DEFAULT_SETTINGS) -> dict[str, str]:
+    """The sidecar entrypoint's variables, all set so the manifest says where everything is."""
+    return {
+        c.ENV_LISTEN_HOST: c.PROXY_LISTEN_HOST,
+        c.ENV_LISTEN_PORT: str(settings.proxy_port),
+        c.ENV_HEALTH_HOST: c.HEALTH_LISTEN_HOST,
+        c.ENV_HEALTH_PORT: str(settings.health_port),
+        c.ENV_CA_DIR: c.SIDECAR_CA_DIR,
+        c.ENV_POLICY: c.POLICY_PATH,
+        c.ENV_CONFDIR: c.SIDECAR_CONFDIR,
+        c.ENV_LOG_LEVEL: settings.log_level,
+    }
+
+
+def _restricted_security_context(
+    uid: int, gid: int, read_only_root: bool
+) -> client.V1SecurityContext:
+    return client.V1SecurityContext(
+        run_as_non_root=True,
+        run_as_user=uid,
+        run_as_group=gid,
+        read_only_root_filesystem=read_only_root,
+        allow_privilege_escalation=False,
+        capabilities=client.V1Capabilities(drop=["ALL"]),
+        seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _http_probe(
+    path: str, port: int, period: int, failure_threshold: int, timeout: int = 1
+) -> client.V1Probe:
+    return client.V1Probe(
+        http_get=client.V1HTTPGetAction(path=path, port=port),
+        period_seconds=period,
+        failure_threshold=failure_threshold,
+        timeout_seconds=timeout,
+    )
+
+
+def build_sidecar_container(settings: ProxySettings = DEFAULT_SETTINGS) -> client.V1Container:
+    """The auth-proxy container; in native mode an init container with restartPolicy Always."""
+    return client.V1Container(
+        name=c.SIDECAR_CONTAINER,
+        image=settings.sidecar_image,
+        image_pull_policy=settings.image_pull_policy,
+        # Only a native sidecar (an init container) takes a restartPolicy.
+        restart_policy="Always" if settings.sidecar_mode == c.SIDECAR_MODE_NATIVE else None,
+        ports=[
+            client.V1ContainerPort(
+                name=c.PROXY_PORT_NAME, container_port=settings.proxy_port, protocol="TCP"
+            ),
+            client.V1ContainerPort(
+                name=c.HEALTH_PORT_NAME, container_port=settings.health_port, protocol="TCP"
+            ),
+        ],
+        env=_env(sidecar_env(settings)),
+        # A native sidecar's startupProbe holds the workload back until the proxy is ready, so
+        # the workload's first request never races the proxy's start: up to 30 s for that.
+        startup_probe=_http_probe(c.READYZ_PATH, settings.health_port, 1, 30),
+        # Not ready while the last policy reload failed: it shows on the pod without a restart.
+        readiness_probe=_http_probe(c.READYZ_PATH, settings.health_port, 5, 3),
+        liveness_probe=_http_probe(c.HEALTHZ_PATH, settings.health_port, 10, 3, timeout=2),
+        resources=settings.sidecar_resources.to_v1(),
+        security_context=_restricted_security_context(c.SIDECAR_UID, c.SIDECAR_GID, True),
+        # A start-up failure (a bad policy) then shows in `kubectl describe pod`.
+        termination_message_policy="FallbackToLogsOnError",
+        volume_mounts=[
+            client.V1VolumeMount(
+                name=c.SIDECAR_CA_VOLUME, mount_path=c.SIDECAR_CA_DIR, read_only=True
+            ),
+            client.V1VolumeMount(name=c.POLICY_VOLUME, mount_path=c.POLICY_DIR, read_only=True),
+            client.V1VolumeMount(name=c.SIDECAR_TMP_VOLUME, mount_path=c.SIDECAR_TMP_DIR),
+        ],
+    )
+
+
+def build_workload_container(
+    image: str,
+    env: Mapping[str, str],
+    resources: Resources,
+    settings: ProxySettings = DEFAULT_SETTINGS,
+) -> client.V1Container:
+    """The workload container. The image's own entrypoint and command are kept."""
+    mounts: list[client.V1VolumeMount] | None = None
+    env_vars = dict(env)
+    if settings.enable_auth_proxy:
+        # The reserved variables go last: should a duplicate ever slip past check_user_env,
+        # Kubernetes keeps the last definition, which is then the proxy's.
+        env_vars |= proxy_env(settings)
+        mounts = [
+            client.V1VolumeMount(
+                name=c.WORKLOAD_CA_VOLUME, mount_path=c.WORKLOAD_CA_DIR, read_only=True
+            ),
+            client.V1VolumeMount(name=c.CA_BUNDLE_VOLUME, mount_path=c.CA_BUNDLE_DIR),
+        ]
+    return client.V1Container(
+        name=c.WORKLOAD_CONTAINER,
+        image=image,
+        image_pull_policy=settings.image_pull_policy,
+        env=_env(env_vars) or None,
+        resources=resources.to_v1(),
+        security_context=_restricted_security_context(
+            settings.workload_uid,
+            settings.workload_gid,
+            settings.workload_read_only_root_filesystem,
+        ),
+        volume_mounts=mounts,
+    )
+
+
+def build_proxy_volumes(settings: ProxySettings = DEFAULT_SETTINGS) -> list[client.V1Volume]:
+    return [
+        # The whole CA Secret, tls.key included: mounted into the sidecar only. 0440 with the
+        # pod's fsGroup (the sidecar's group) keeps the key unreadable to any other user.
+        client.V1Volume(
+            name=c.SIDECAR_CA_VOLUME,
+            secret=client.V1SecretVolumeSource(
+                secret_name=settings.ca_secret_name, default_mode=0o440
+            ),
+        ),
+        # The same Secret for the workload, with items selecting tls.crt alone: the key is not
+        # in this volume at all, so no mount of it can expose the key.
+        client.V1Volume(
+            name=c.WORKLOAD_CA_VOLUME,
+            secret=client.V1SecretVolumeSource(
+                secret_name=settings.ca_secret_name,
+                items=[client.V1KeyToPath(key=c.TLS_CERT_KEY, path=c.WORKLOAD_CA_FILE_NAME)],
+                default_mode=0o444,
+            ),
+        ),
+        client.V1Volume(
+            name=c.POLICY_VOLUME,
+            config_map=client.V1ConfigMapVolumeSource(
+                name=settings.policy_configmap_name, default_mode=0o444
+            ),
+        ),
+        client.V1Volume(
+            name=c.SIDECAR_TMP_VOLUME,
+            empty_dir=client.V1EmptyDirVolumeSource(size_limit=settings.sidecar_tmp_size),
+        ),
+        client.V1Volume(
+            name=c.CA_BUNDLE_VOLUME,
+            empty_dir=client.V1EmptyDirVolumeSource(size_limit=settings.ca_bundle_size),
+        ),
+    ]
+
+
+def sandbox_labels(
+    pool_status: str, settings: ProxySettings, pool: str | None = None
+) -> dict[str, str]:
+    labels = {
+        c.LABEL_MANAGED_BY: c.MANAGED_BY,
+        c.LABEL_PART_OF: c.PART_OF,
+        c.LABEL_COMPONENT: c.COMPONENT_SANDBOX,
+        c.LABEL_POOL_STATUS: pool_status,
+        c.LABEL_AUTH_PROXY: (
+            c.AUTH_PROXY_ENABLED if settings.enable_auth_proxy else c.AUTH_PROXY_DISABLED
+        ),
+    }
+    if pool is not None:
+        labels[c.LABEL_POOL] = pool
+    return labels
+
+
+def _build_pod(
+    metadata: client.V1ObjectMeta,
+    image: str,
+    env: Mapping[str, str],
+    resources: Resources,
+    settings: ProxySettings,
+) -> client.V1Pod:
+    workload = build_workload_container(image, env, resources, settings)
+    init_containers: list[client.V1Container] | None = None
+    containers = [workload]
+    volumes: list[client.V1Volume] | None = None
+    pod_security: client.V1PodSecurityContext | None = None
+    if settings.enable_auth_proxy:
+        sidecar = build_sidecar_container(settings)
+        if settings.sidecar_mode == c.SIDECAR_MODE_NATIVE:
+            init_containers = [sidecar]
+        else:
+            # First, so that it is started first (though without any ordering guarantee).
+            containers = [sidecar, workload]
+        volumes = build_proxy_volumes(settings)
+        # Group ownership of the secret volume, so the non-root sidecar can read the 0440 key.
+        pod_security = client.V1PodSecurityContext(fs_group=c.SIDECAR_GID)
+    return client.V1Pod(
+        api_version="v1",
+        kind="Pod",
+        metadata=metadata,
+        spec=client.V1PodSpec(
+            runtime_class_name=settings.runtime_class_name,
+            restart_policy="Never",
+            # Sandboxed code gets no Kubernetes API credentials and no service discovery env.
+            automount_service_account_token=False,
+            enable_service_links=False,
+            # Explicit: a shared process namespace would let the workload read the sidecar's
+            # files (the CA key) through /proc/<pid>/root.
+            share_process_namespace=False,
+            security_context=pod_security,
+            init_containers=init_containers,
+            containers=containers,
+            volumes=volumes,
+        ),
+    )
+
+
+# --- the builders ------------------------------------------------------------------------------
+
+
+def build_pod_spec(
+    name: str,
+    *,
+    image: str | None = None,
+    env: Mapping[str, str] | None = None,
+    resources: Resources | None = None,
+    labels: Mapping[str, str] | None = None,
+    settings: ProxySettings = DEFAULT_SETTINGS,
+) -> client.V1Pod:
+    """An on-demand sandbox pod for one request (pool status `manual`).
+
+    `image` defaults to settings.executor_image, `resources` to settings.workload_resources.
+    `env` is the user's: kept in order, but a variable the proxy reserves raises ValueError naming
+    it. `labels` are added to the managed ones, which they may not override.
+    """
+    validate_pod_name(name)
+    env = dict(env or {})
+    check_user_env(env, settings)
+    user_labels = dict(labels or {})
+    check_user_labels(user_labels)
+    metadata = client.V1ObjectMeta(
+        name=name,
+        labels=user_labels | sandbox_labels(c.POOL_STATUS_MANUAL, settings),
+    )
+    return _build_pod(
+        metadata,
+        image or settings.executor_image,
+        env,
+        resources or settings.workload_resources,
+        settings,
+    )
+
+
+def build_warm_pod_spec(
+    pool: str,
+    *,
+    name: str | None = None,
+    image: str | None = None,
+    resources: Resources | None = None,
+    labels: Mapping[str, str] | None = None,
+    settings: ProxySettings = DEFAULT_SETTINGS,
+) -> client.V1Pod:
+    """An idle pod for pool `pool` (pool status `warm`, label LABEL_POOL=pool), no user env.
+
+    Without `name`, metadata.generateName is `<pool>-` and the API server picks the name (create
+    it with `kubectl create`, since `kubectl apply` needs a name).
+    """
+    validate_pool_name(pool)
+    if name is not None:
+        validate_pod_name(name)
+    user_labels = dict(labels or {})
+    check_user_labels(user_labels)
+    metadata = client.V1ObjectMeta(
+        name=name,
+        generate_name=None if name is not None else f"{pool}-",
+        labels=user_labels | sandbox_labels(c.POOL_STATUS_WARM, settings, pool=pool),
+    )
+    return _build_pod(
+        metadata,
+        image or settings.executor_image,
+        {},
+        resources or settings.workload_resources,
+        settings,
+    )
