@@ -41,6 +41,7 @@ ENV_POLICY = "AUTH_PROXY_POLICY"
 ENV_CONFDIR = "AUTH_PROXY_CONFDIR"
 ENV_LOG_LEVEL = "AUTH_PROXY_LOG_LEVEL"
 DEFAULT_LOG_LEVEL = "info"
+LOG_LEVELS = ("error", "warn", "info", "debug")  # what the sidecar entrypoint accepts
 
 # --- the CA ------------------------------------------------------------------------------------
 CA_SECRET_NAME = "sandbox-proxy-ca"

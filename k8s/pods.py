@@ -172,7 +172,7 @@ def build_sidecar_container(settings: ProxySettings = DEFAULT_SETTINGS) -> clien
         # A native sidecar's startupProbe holds the workload back until the proxy is ready, so
         # the workload's first request never races the proxy's start: up to 30 s for that.
         startup_probe=_http_probe(c.READYZ_PATH, settings.health_port, 1, 30),
-        # Not ready while the last policy reload failed: it shows on the pod without a restart.
+        # Ready means a policy is loaded and the proxy listens (its body names any reload error).
         readiness_probe=_http_probe(c.READYZ_PATH, settings.health_port, 5, 3),
         liveness_probe=_http_probe(c.HEALTHZ_PATH, settings.health_port, 10, 3, timeout=2),
         resources=settings.sidecar_resources.to_v1(),

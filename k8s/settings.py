@@ -89,6 +89,8 @@ class ProxySettings:
                 raise ValueError(f"{name} must not be empty")
         if self.runtime_class_name == "":
             raise ValueError("runtime_class_name must be a name, or None for the cluster default")
+        if self.log_level not in c.LOG_LEVELS:
+            raise ValueError(f"log_level {self.log_level!r} is unknown; use one of {c.LOG_LEVELS}")
         for name in ("workload_uid", "workload_gid"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a non-root id, got {getattr(self, name)}")

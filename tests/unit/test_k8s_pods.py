@@ -543,6 +543,7 @@ def test_settings_flow_into_the_pod() -> None:
         pytest.param({"sidecar_image": ""}, "sidecar_image", id="empty-image"),
         pytest.param({"runtime_class_name": ""}, "runtime_class_name", id="empty-runtime-class"),
         pytest.param({"workload_uid": 0}, "workload_uid", id="root-workload"),
+        pytest.param({"log_level": "verbose"}, "log_level", id="unknown-log-level"),
         pytest.param({"sidecar_tmp_size": "lots"}, "sidecar_tmp_size", id="bad-size"),
     ],
 )
