@@ -47,7 +47,7 @@ class BaseSpec:
     packages: tuple[str, ...]
     description: str
     # `docker import --change` instructions (the upstream images' relevant config).
-    changes: tuple[str, ...] = ('ENV LANG=C.UTF-8', 'CMD ["bash"]')
+    changes: tuple[str, ...] = ("ENV LANG=C.UTF-8", 'CMD ["bash"]')
 
 
 BASES: dict[str, BaseSpec] = {
@@ -57,7 +57,7 @@ BASES: dict[str, BaseSpec] = {
             ref="python:3.13-slim-trixie",
             packages=("python3", "ca-certificates"),
             description="Debian trixie minbase + python3 (3.13) + ca-certificates",
-            changes=('ENV LANG=C.UTF-8', 'CMD ["python3"]'),
+            changes=("ENV LANG=C.UTF-8", 'CMD ["python3"]'),
         ),
         BaseSpec(
             ref="debian:trixie-slim",
@@ -156,7 +156,7 @@ def rootfs_tarball(spec: BaseSpec, cache_dir: Path) -> Path:
         "--variant=minbase",
         "--mode=root" if os.geteuid() == 0 else "--mode=auto",
         "--format=tar",
-        "--aptopt=APT::Install-Recommends \"false\"",
+        '--aptopt=APT::Install-Recommends "false"',
         *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
         f"--include={','.join(spec.packages)}",
         SUITE,

@@ -77,9 +77,10 @@ def image_refs(tag: str | None = None) -> dict[str, str]:
 def _wheel_platforms() -> list[str]:
     machine = platform.machine()
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine)
-    return [
-        f"manylinux_2_{minor}_{arch}" for minor in (39, 36, 34, 31, 28, 27, 26, 24, 17)
-    ] + [f"manylinux2014_{arch}", f"linux_{arch}"]
+    return [f"manylinux_2_{minor}_{arch}" for minor in (39, 36, 34, 31, 28, 27, 26, 24, 17)] + [
+        f"manylinux2014_{arch}",
+        f"linux_{arch}",
+    ]
 
 
 def download_wheels(
@@ -186,7 +187,9 @@ def build_all(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m images.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m images.build", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--tag", default=None, help="image tag (default: $IMAGE_TAG or dev)")
     parser.add_argument(
         "--only", action="append", choices=[s.key for s in IMAGES], help="build only this image"

@@ -220,7 +220,9 @@ def install_packages(packages: Sequence[str]) -> None:
     policy = Path("/usr/sbin/policy-rc.d")
     made_policy = False
     if not policy.exists():
-        policy.write_text("#!/bin/sh\n# written by images/engine.py during apt-get install\nexit 101\n")
+        policy.write_text(
+            "#!/bin/sh\n# written by images/engine.py during apt-get install\nexit 101\n"
+        )
         policy.chmod(0o755)
         made_policy = True
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")

@@ -111,7 +111,9 @@ def images(docker: Docker) -> dict[str, str]:
     return image_refs()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.25, what: str = ""):
+def wait_for(
+    predicate: Callable[[], object], timeout: float, interval: float = 0.25, what: str = ""
+):
     """Poll `predicate` until it returns something truthy, for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last: object = None

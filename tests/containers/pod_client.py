@@ -1,7 +1,7 @@
 """Client run inside the pod's network namespace (executor image, python3 stdlib only).
 
-    python3 pod_client.py connect HOST PORT [--cafile F]   -> JSON: CONNECT status, headers, TLS
-    python3 pod_client.py get URL                           -> JSON: status, body (no proxy)
+python3 pod_client.py connect HOST PORT [--cafile F]   -> JSON: CONNECT status, headers, TLS
+python3 pod_client.py get URL                           -> JSON: status, body (no proxy)
 """
 
 import argparse
@@ -11,6 +11,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from typing import Any
 
 
 def read_head(sock):
@@ -40,7 +41,7 @@ def connect(args):
         ctx = ssl.create_default_context(cafile=args.cafile)
         try:
             tls = ctx.wrap_socket(sock, server_hostname=args.host)
-            cert = tls.getpeercert()
+            cert: Any = tls.getpeercert() or {}
             tls.sendall(f"GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n".encode())
             status, _, body = read_head(tls)
             out["tls"] = {

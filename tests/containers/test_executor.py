@@ -83,9 +83,13 @@ def test_without_the_ca_it_starts_as_before(
     # Control: the same server is not trusted without our CA, so the test above means something.
     assert got["curl"] != 0 and got["requests"] != 0 and got["git"] != 0, proc.stdout
 
-    name = docker.run(images["executor"], name=docker.name("exec-noca"), options=pod_options(pki, False))
+    name = docker.run(
+        images["executor"], name=docker.name("exec-noca"), options=pod_options(pki, False)
+    )
     wait_for(
-        lambda: json.loads(docker("inspect", name).stdout)[0]["State"]["Running"], 10, what="running"
+        lambda: json.loads(docker("inspect", name).stdout)[0]["State"]["Running"],
+        10,
+        what="running",
     )
     assert docker.exec(name, "id", "-u").stdout.strip() == "1000"
     assert docker.exec(name, "cat", "/proc/1/cmdline").stdout.replace("\0", " ").strip() == (
@@ -98,7 +102,9 @@ def test_kubectl_exec_with_the_pod_env(
     docker: Docker, images: dict[str, str], pki: dict[str, Path]
 ) -> None:
     """The default command keeps the container up; exec'd commands get the pod spec's env."""
-    name = docker.run(images["executor"], name=docker.name("exec-ca"), options=pod_options(pki, True))
+    name = docker.run(
+        images["executor"], name=docker.name("exec-ca"), options=pod_options(pki, True)
+    )
     wait_for(lambda: docker.exec(name, "test", "-s", BUNDLE).returncode == 0, 10, what="bundle")
     bundle = docker.exec(name, "cat", BUNDLE).stdout
     ca = (pki["ca"] / "ca.crt").read_text()

@@ -51,7 +51,14 @@ class Pod:
 
     def connect(self, host: str, port: int = UPSTREAM_PORT) -> dict:
         return self.docker.exec_json(
-            self.client, "python3", CLIENT, "connect", host, str(port), "--cafile", "/proxy-ca/ca.crt"
+            self.client,
+            "python3",
+            CLIENT,
+            "connect",
+            host,
+            str(port),
+            "--cafile",
+            "/proxy-ca/ca.crt",
         )
 
     def health(self, path: str) -> dict:
@@ -164,7 +171,9 @@ def test_policy_change_takes_effect(pod: Pod) -> None:
         write_policy(pod.policy_dir, ["other.test"])
         started = time.monotonic()
         wait_for(lambda: pod.connect("other.test")["status"] == 200, 5, what="other.test allowed")
-        wait_for(lambda: pod.connect("allowed.test")["status"] == 403, 5, what="allowed.test denied")
+        wait_for(
+            lambda: pod.connect("allowed.test")["status"] == 403, 5, what="allowed.test denied"
+        )
         assert time.monotonic() - started < 10
     finally:
         write_policy(pod.policy_dir, ["allowed.test"])

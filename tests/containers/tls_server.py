@@ -1,6 +1,6 @@
 """A tiny HTTPS file server for the container tests (python3 stdlib only).
 
-    python3 tls_server.py --cert C --key K --port 8443 --dir D
+python3 tls_server.py --cert C --key K --port 8443 --dir D
 """
 
 import argparse
