@@ -32,7 +32,7 @@ def read_head(sock):
 
 
 def connect(args):
-    out = {"status": None, "headers": {}, "tls": None}
+    out: dict[str, Any] = {"status": None, "headers": {}, "tls": None}
     sock = socket.create_connection((args.proxy_host, args.proxy_port), timeout=10)
     target = f"{args.host}:{args.port}"
     sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
