@@ -43,7 +43,8 @@ class Allowlist:
         self.metrics = events.Metrics()
         self._tunnels: dict[str, resolver.Approval] = {}
         self._approvals: dict[str, dict[tuple[str, int], resolver.Approval]] = {}
-        self._refused_tls: set[str] = set()
+        # Clients whose ClientHello named another host than their tunnel; read by the guard.
+        self.refused_tls: set[str] = set()
         self._pinned: dict[str, tuple[str, int]] = {}
         self._health = HealthServer(self.readiness, self.render_metrics)
         self._watcher: PolicyWatcher | None = None
@@ -52,32 +53,30 @@ class Allowlist:
     # -- options and lifecycle -------------------------------------------------------------
 
     def load(self, loader) -> None:
+        # Help texts are single paragraphs: mitmproxy compares them verbatim when a script
+        # reloads, and a mismatch resets the option to its default.
         loader.add_option(
             "allowlist",
             str,
             "",
-            """
-            Policy file (YAML). Example:
-            "version: v1", "allowed_domains: [httpbin.org, '*.example.com']",
-            "allowed_ports: [443, 80]", "allow_ranges: []". Changes take effect within seconds.
-            Without a policy every request is denied.
-            """,
+            "Policy file (YAML): 'version: v1', 'allowed_domains: [httpbin.org, \"*.example.com\"]',"
+            " optional 'allowed_ports: [443, 80]' and 'allow_ranges: [CIDR, ...]'. Changes take"
+            " effect within seconds. Without a policy every request is denied.",
         )
         loader.add_option(
             "allowed_domains",
             Sequence[str],
             [],
-            """
-            Extra allowed hosts, same syntax as the policy's allowed_domains: "httpbin.org" or
-            "*.example.com" (any subdomain). Repeat to add more:
-            --set allowed_domains=httpbin.org --set allowed_domains=*.example.com
-            """,
+            "Extra allowed hosts, in the policy's syntax: 'httpbin.org', or '*.example.com' for"
+            " any subdomain. Repeat to add more: --set allowed_domains=httpbin.org"
+            " --set allowed_domains=*.example.com",
         )
         loader.add_option("health_host", str, "0.0.0.0", "Address of /healthz, /readyz, /metrics.")
         loader.add_option("health_port", int, 8081, "Port of /healthz, /readyz and /metrics.")
-        self._attach_guard()
 
     def _attach_guard(self) -> None:
+        # Called from running(), when every addon is registered, so a new guard lands at the end
+        # of the chain, after TlsConfig (see AllowlistGuard.tls_clienthello).
         existing = ctx.master.addons.get(guard.NAME)
         if existing is None:
             existing = guard.AllowlistGuard()
@@ -110,7 +109,8 @@ class Allowlist:
             return policy.policy_from_domains(extra)
         return None
 
-    async def running(self) -> None:
+    def running(self) -> None:
+        self._attach_guard()
         if ctx.options.flow_detail if hasattr(ctx.options, "flow_detail") else False:
             # mitmdump's per-flow lines print full URLs, query strings included.
             ctx.options.update(flow_detail=0)
@@ -118,7 +118,7 @@ class Allowlist:
             logger.warning("no allowlist configured: every request will be denied")
         self._restart_watcher()
         try:
-            await self._health.start(ctx.options.health_host, ctx.options.health_port)
+            self._health.start(ctx.options.health_host, ctx.options.health_port)
         except OSError as e:
             logger.error(
                 f"health server cannot listen on {ctx.options.health_host}:"
@@ -151,12 +151,13 @@ class Allowlist:
             entries=new.entry_count if new else 0,
         )
 
-    async def done(self) -> None:
+    def done(self) -> None:
+        # Synchronous: mitmproxy calls done() synchronously when it unloads a script.
         if self._guard is not None:
             self._guard.detach(self)
         if self._watcher is not None:
             self._watcher.stop()
-        await self._health.stop()
+        self._health.stop()
 
     # -- health ----------------------------------------------------------------------------
 
@@ -336,7 +337,7 @@ class Allowlist:
         self.metrics.open_connections -= 1
         self._tunnels.pop(client.id, None)
         self._approvals.pop(client.id, None)
-        self._refused_tls.discard(client.id)
+        self.refused_tls.discard(client.id)
 
     # -- TLS: the SNI must name the CONNECT target -----------------------------------------
 
@@ -347,7 +348,7 @@ class Allowlist:
             sni = data.client_hello.sni
             if tunnel is not None and (sni is None or policy.same_host(sni, tunnel.host)):
                 return
-            self._refused_tls.add(client.id)
+            self.refused_tls.add(client.id)
             decision = Decision(False, policy.HOST_MISMATCH)
             self.metrics.count(decision)
             events.emit(
@@ -361,14 +362,14 @@ class Allowlist:
             )
         except Exception:
             logger.exception("SNI check failed; refusing the handshake")
-            self._refused_tls.add(client.id)
+            self.refused_tls.add(client.id)
 
     def tls_start_client(self, data: tls.TlsData) -> None:
-        if data.context.client.id in self._refused_tls:
+        if data.context.client.id in self.refused_tls:
             data.ssl_conn = flows.refusing_tls(server_side=False)
 
     def tls_start_server(self, data: tls.TlsData) -> None:
-        if data.context.client.id in self._refused_tls:
+        if data.context.client.id in self.refused_tls:
             data.ssl_conn = flows.refusing_tls(server_side=True)
 
     # -- forwarding ------------------------------------------------------------------------

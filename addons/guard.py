@@ -8,8 +8,9 @@ that and turns "no allowlist" into "deny all".
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
-from mitmproxy import http
+from mitmproxy import http, tls
 from mitmproxy.proxy import server_hooks
 
 from addons.policy import POLICY_ERROR
@@ -19,17 +20,24 @@ logger = logging.getLogger(__name__)
 NAME = "allowlistguard"
 
 
+class GuardedAddon(Protocol):
+    refused_tls: set[str]
+
+
 class AllowlistGuard:
+    """Also the one hook that must run after mitmproxy's TlsConfig (the guard is added to the end
+    of the addon chain, while a `-s` script runs before TlsConfig): see `tls_clienthello`."""
+
     name = NAME
 
     def __init__(self) -> None:
-        self._live: set[int] = set()
+        self._live: dict[int, GuardedAddon] = {}
 
-    def attach(self, addon: object) -> None:
-        self._live.add(id(addon))
+    def attach(self, addon: GuardedAddon) -> None:
+        self._live[id(addon)] = addon
 
-    def detach(self, addon: object) -> None:
-        self._live.discard(id(addon))
+    def detach(self, addon: GuardedAddon) -> None:
+        self._live.pop(id(addon), None)
         if not self._live:
             logger.error("allowlist addon unloaded: denying every request until it loads again")
 
@@ -55,3 +63,14 @@ class AllowlistGuard:
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         if not self.armed:
             data.server.error = "auth-proxy: the allowlist is not loaded"
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """For a refused ClientHello, fail the client handshake before any upstream TLS.
+
+        TlsConfig asks to finish the upstream handshake first (eager connections); for a
+        refused client that would send a ClientHello upstream, and mitmproxy would then wait on
+        the upstream. Undoing it here, after TlsConfig, makes the client's handshake start, and
+        fail, at once."""
+        client_id = data.context.client.id
+        if not self.armed or any(client_id in a.refused_tls for a in self._live.values()):
+            data.establish_server_tls_first = False

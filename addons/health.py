@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,16 +33,30 @@ class HealthServer:
     ) -> None:
         self._readiness = readiness
         self._metrics = metrics
-        self._server: asyncio.Server | None = None
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[asyncio.Server] | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_REQUEST_LINE)
+    def start(self, host: str, port: int) -> None:
+        """Bind now, so that a taken port fails start-up at once; serve from the event loop.
+
+        Synchronous because mitmproxy calls `running` and `done` synchronously when it
+        reloads a script."""
+        self._socket = socket.create_server((host, port), family=_family(host), reuse_port=False)
+        self._task = asyncio.get_running_loop().create_task(
+            asyncio.start_server(self._serve, sock=self._socket, limit=MAX_REQUEST_LINE)
+        )
         logger.info("health server listening on %s:%s", host, port)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+    def stop(self) -> None:
+        if self._task is not None:
+            if self._task.done() and not self._task.cancelled() and not self._task.exception():
+                self._task.result().close()
+            else:
+                self._task.cancel()
+            self._task = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
 
     def _route(self, method: str, path: str) -> tuple[int, str, str]:
         if method not in ("GET", "HEAD"):
@@ -86,6 +101,10 @@ class HealthServer:
             logger.exception("health request failed")
         finally:
             writer.close()
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 _REASONS = {

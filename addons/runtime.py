@@ -24,13 +24,15 @@ class SidecarMaster(master.Master):
         super().__init__(opts, event_loop=event_loop, with_termlog=False)
         # Errors and warnings go to stderr, so stdout carries only the JSON event lines.
         self.addons.add(TermLog(out=sys.stderr))
+        # The order of mitmdump's defaults, where `-s` scripts run after Proxyserver and before
+        # NextLayer and TlsConfig, so the addon sees every hook at the same point in both.
         self.addons.add(
             core.Core(),
             disable_h2c.DisableH2C(),
             proxyserver.Proxyserver(),
+            Allowlist(),
             next_layer.NextLayer(),
             tlsconfig.TlsConfig(),
-            Allowlist(),
             errorcheck.ErrorCheck(),
         )
 

@@ -49,19 +49,31 @@ def proxy(
 
 
 @pytest.fixture
-def make_proxy(
-    proxy_kind: str, testnet: LoopbackNet, tmp_path: Path
-) -> Iterator:
+def make_proxy(proxy_kind: str, testnet: LoopbackNet, tmp_path: Path) -> Iterator:
     """Start a private proxy (its own policy, options) for tests that change things."""
     started: list[Proxy] = []
 
-    def make(policy: Path | None, *extra_args: str, wait_ready: bool = True, **kwargs) -> Proxy:
+    def make(
+        policy: Path | None,
+        *extra_args: str,
+        wait_ready: bool = True,
+        base_command: list[str] | None = None,
+    ) -> Proxy:
         workdir = tmp_path / f"p{len(started)}"
         workdir.mkdir()
-        p = Proxy(proxy_kind, workdir, testnet.hosts_file, testnet.ca_pem, policy, list(extra_args))
+        p = Proxy(
+            proxy_kind,
+            workdir,
+            testnet.hosts_file,
+            testnet.ca_pem,
+            policy,
+            list(extra_args),
+            base_command,
+        )
         started.append(p)
-        return p.start(wait_ready=wait_ready, **kwargs)
+        return p.start(wait_ready=wait_ready)
 
+    make.kind = proxy_kind  # type: ignore[attr-defined]
     yield make
     for p in started:
         p.stop()

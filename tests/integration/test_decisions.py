@@ -35,13 +35,19 @@ def test_allowed_https_reaches_the_upstream(proxy: Proxy, testnet: LoopbackNet, 
     ("url", "reason"),
     [
         pytest.param("https://other.test:{tls}/", "blocked-by-allowlist", id="unlisted-name"),
-        pytest.param("https://wild.test:{tls}/", "blocked-by-allowlist", id="wildcard-excludes-apex"),
+        pytest.param(
+            "https://wild.test:{tls}/", "blocked-by-allowlist", id="wildcard-excludes-apex"
+        ),
         pytest.param("https://127.0.0.3:{tls}/", "blocked-by-allowlist", id="unlisted-ip-literal"),
         pytest.param("https://upstream.test:8443/", "blocked-port", id="unlisted-port"),
-        pytest.param("https://private.test:{tls}/", "blocked-address", id="loopback-outside-ranges"),
+        pytest.param(
+            "https://private.test:{tls}/", "blocked-address", id="loopback-outside-ranges"
+        ),
         pytest.param("https://metadata.test:{tls}/", "blocked-address", id="cloud-metadata"),
         pytest.param("https://mapped.test:{tls}/", "blocked-address", id="ipv4-mapped-ipv6"),
-        pytest.param("http://other.test:{plain}/", "blocked-by-allowlist", id="plain-http-unlisted"),
+        pytest.param(
+            "http://other.test:{plain}/", "blocked-by-allowlist", id="plain-http-unlisted"
+        ),
         pytest.param("http://private.test:{plain}/", "blocked-address", id="plain-http-address"),
     ],
 )

@@ -22,6 +22,14 @@ PROXY_COMMANDS = {
 }
 
 
+def with_faults(kind: str) -> list[str]:
+    """The proxy command with tests/support/faults.py loaded into the same process."""
+    if kind == "mitmdump":
+        return [*PROXY_COMMANDS[kind], "-s", str(REPO / "tests" / "support" / "faults.py")]
+    bootstrap = "import tests.support.faults; from addons.runtime import main; main()"
+    return [sys.executable, "-c", bootstrap]
+
+
 def generate_ca(out: Path) -> Path:
     subprocess.run(
         [sys.executable, str(REPO / "ca" / "generate.py"), "--out", str(out)],
@@ -39,6 +47,8 @@ class Proxy:
     upstream_ca: Path
     policy: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    # Replaces PROXY_COMMANDS[kind], e.g. to load a fault-injection module first.
+    base_command: list[str] | None = None
     port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
@@ -57,7 +67,7 @@ class Proxy:
 
     def command(self) -> list[str]:
         args = [
-            *PROXY_COMMANDS[self.kind],
+            *(self.base_command or PROXY_COMMANDS[self.kind]),
             "--listen-host",
             "127.0.0.1",
             "--listen-port",
@@ -75,12 +85,10 @@ class Proxy:
             args += ["--set", f"allowlist={self.policy}"]
         return with_hosts_file(self.hosts_file, [*args, *self.extra_args])
 
-    def start(self, wait_ready: bool = True, prefix: list[str] | None = None) -> Proxy:
+    def start(self, wait_ready: bool = True) -> Proxy:
         if not self.confdir.exists():
             generate_ca(self.confdir)
-        self.process = ManagedProcess(
-            [*(prefix or []), *self.command()], self.workdir, f"{self.kind}-{self.port}"
-        )
+        self.process = ManagedProcess(self.command(), self.workdir, f"{self.kind}-{self.port}")
         if wait_ready:
             wait_until(self.ready_or_dead, 30, f"{self.kind} /readyz")
             if not self.process.alive():

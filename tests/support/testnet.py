@@ -89,7 +89,7 @@ def start_upstream(net: LoopbackNet) -> ManagedProcess:
     ]
     process = ManagedProcess(command, net.workdir, "upstream")
     wait_until(
-        lambda: port_open(net.tls_port) and port_open(net.plain_port) or not process.alive(),
+        lambda: (port_open(net.tls_port) and port_open(net.plain_port)) or not process.alive(),
         30,
         "the upstream to listen",
     )

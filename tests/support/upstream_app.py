@@ -27,7 +27,10 @@ async def _send(send, status: int, body: bytes, content_type: str = "application
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -60,12 +63,17 @@ async def _bytes(scope, receive, send, size: int) -> None:
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())],
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(size).encode()),
+            ],
         }
     )
     data = pattern(size)
     for start in range(0, size, CHUNK):
-        await send({"type": "http.response.body", "body": data[start : start + CHUNK], "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": data[start : start + CHUNK], "more_body": True}
+        )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -73,10 +81,16 @@ async def _events(scope, receive, send, count: int) -> None:
     """Server-sent events, one every 300 ms: a buffering proxy would deliver them all at once."""
     await _read_body(receive)
     await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
     )
     for i in range(count):
-        await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True})
+        await send(
+            {"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True}
+        )
         await asyncio.sleep(0.3)
     await send({"type": "http.response.body", "body": b""})
 
