@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from mitmproxy import http, tls
+from mitmproxy import ctx, http, tls
 from mitmproxy.proxy import server_hooks
 
 from addons.policy import POLICY_ERROR
@@ -38,7 +38,7 @@ class AllowlistGuard:
 
     def detach(self, addon: GuardedAddon) -> None:
         self._live.pop(id(addon), None)
-        if not self._live:
+        if not self._live and not ctx.master.should_exit.is_set():
             logger.error("allowlist addon unloaded: denying every request until it loads again")
 
     @property
