@@ -1,0 +1,344 @@
+"""The addon's hooks, driven with mitmproxy's own test tools: what each decision does to a flow,
+and that every hook denies when the code behind it raises."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions, tls
+from mitmproxy.proxy import context, server_hooks
+from mitmproxy.test import taddons, tflow, tutils
+
+from addons import allowlist, events, flows, policy, resolver
+from addons.allowlist import Allowlist
+from addons.guard import AllowlistGuard
+
+FAKE_DNS = {
+    "api.test": ["93.184.216.34"],
+    "private.test": ["10.0.0.5"],
+    "split.test": ["93.184.216.34", "169.254.169.254"],
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def resolve(host: str, port: int):
+        literal = policy.parse_ip(host)
+        if literal is not None:
+            return (literal,)
+        if host not in FAKE_DNS:
+            raise OSError("name does not resolve")
+        return tuple(ipaddress.ip_address(a) for a in FAKE_DNS[host])
+
+    monkeypatch.setattr(resolver, "resolve", resolve)
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    lines: list[dict] = []
+    monkeypatch.setattr(events, "emit", lambda event, **f: lines.append({"event": event, **f}))
+    return lines
+
+
+def connect_flow(host: str, port: int = 443):
+    return tflow.tflow(
+        req=tutils.treq(
+            method=b"CONNECT",
+            host=host,
+            port=port,
+            path=b"",
+            authority=f"{host}:{port}".encode(),
+            headers=(),
+        )
+    )
+
+
+def request_flow(host: str, port: int = 443, headers=(), scheme=b"https", authority=b""):
+    return tflow.tflow(
+        req=tutils.treq(host=host, port=port, scheme=scheme, authority=authority, headers=headers)
+    )
+
+
+POLICY = ["api.test", "private.test", "split.test", "unresolvable.test", "*.wild.test"]
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "status", "reason"),
+    [
+        pytest.param("api.test", 443, None, None, id="allowed"),
+        pytest.param("elsewhere.test", 443, 403, "blocked-by-allowlist", id="unlisted"),
+        pytest.param("api.test", 22, 403, "blocked-port", id="port"),
+        pytest.param("private.test", 443, 403, "blocked-address", id="private-address"),
+        pytest.param("split.test", 443, 403, "blocked-address", id="one-of-many-addresses"),
+        pytest.param("unresolvable.test", 443, 502, "upstream-unresolvable", id="nxdomain"),
+        pytest.param("10.0.0.5", 443, 403, "blocked-by-allowlist", id="ip-literal-unlisted"),
+    ],
+)
+async def test_connect_decisions(host, port, status, reason, recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        flow = connect_flow(host, port)
+        await addon.http_connect(flow)
+        if status is None:
+            assert flow.response is None
+            assert addon._tunnels[flow.client_conn.id].addresses == (
+                ipaddress.ip_address("93.184.216.34"),
+            )
+        else:
+            assert flow.response.status_code == status
+            assert flow.response.headers["X-Proxy-Error"] == reason
+            assert flow.client_conn.id not in addon._tunnels
+        [line] = [r for r in recorded if r["event"] == "decision"]
+        assert line["allow"] is (status is None)
+        assert line["reason"] == (reason or "allowed")
+        assert (line["host"], line["port"]) == (host, port)
+
+
+async def test_no_policy_denies(recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon):
+        flow = connect_flow("api.test")
+        await addon.http_connect(flow)
+        assert flow.response.headers["X-Proxy-Error"] == "blocked-by-allowlist"
+        assert addon.readiness().ready is False
+
+
+@pytest.mark.parametrize(
+    ("patch_target", "hook"),
+    [
+        pytest.param("decide", "http_connect", id="decide-raises-on-connect"),
+        pytest.param("decide", "requestheaders", id="decide-raises-on-plain-request"),
+    ],
+)
+async def test_raising_decision_denies(monkeypatch, recorded, patch_target, hook) -> None:
+    def explode(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(policy, patch_target, explode)
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        flow = (
+            connect_flow("api.test")
+            if hook == "http_connect"
+            else request_flow("api.test", scheme=b"http", port=80)
+        )
+        await getattr(addon, hook)(flow)
+        assert flow.response.status_code == 403
+        assert flow.response.headers["X-Proxy-Error"] == "policy-error"
+
+
+async def tunnel(addon: Allowlist, host: str = "api.test", port: int = 443):
+    flow = connect_flow(host, port)
+    await addon.http_connect(flow)
+    assert flow.response is None
+    return flow.client_conn
+
+
+@pytest.mark.parametrize(
+    ("headers", "authority", "reason"),
+    [
+        pytest.param(((b"host", b"api.test"),), b"", None, id="matching-host"),
+        pytest.param(
+            ((b"host", b"API.test.:443"),), b"", None, id="matching-host-spelled-differently"
+        ),
+        pytest.param((), b"", None, id="no-host-http10"),
+        pytest.param((), b"api.test", None, id="h2-authority"),
+        pytest.param(((b"host", b"evil.test"),), b"", "host-mismatch", id="other-host"),
+        pytest.param(((b"host", b"api.test:8443"),), b"", "host-mismatch", id="other-port"),
+        pytest.param(
+            ((b"host", b"api.test"), (b"host", b"evil.test")),
+            b"",
+            "host-mismatch",
+            id="doubled-host",
+        ),
+        pytest.param(
+            ((b"host", b"api.test"),), b"evil.test", "host-mismatch", id="h2-authority-differs"
+        ),
+    ],
+)
+async def test_requests_in_tunnel_must_name_the_tunnel_host(
+    recorded, headers, authority, reason
+) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        flow = request_flow("api.test", headers=headers, authority=authority)
+        flow.client_conn = client
+        await addon.requestheaders(flow)
+        if reason is None:
+            assert flow.response is None
+            assert callable(flow.request.stream), "allowed bodies are streamed"
+        else:
+            assert flow.response.headers["X-Proxy-Error"] == reason
+
+
+async def test_policy_reload_applies_to_open_tunnels(recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        tctx.configure(addon, allowed_domains=["other.test"])
+        flow = request_flow("api.test", headers=((b"host", b"api.test"),))
+        flow.client_conn = client
+        await addon.requestheaders(flow)
+        assert flow.response.headers["X-Proxy-Error"] == "blocked-by-allowlist"
+
+
+async def test_raising_host_check_denies(monkeypatch, recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        monkeypatch.setattr(flows, "host_binding_holds", lambda *a: 1 / 0)
+        flow = request_flow("api.test")
+        flow.client_conn = client
+        await addon.requestheaders(flow)
+        assert flow.response.headers["X-Proxy-Error"] == "policy-error"
+
+
+def server_data(client, host: str, port: int) -> server_hooks.ServerConnectionHookData:
+    server = tflow.tserver_conn()
+    server.__dict__["state"] = 0  # closed, so the address can change
+    server.address = (host, port)
+    server.sni = None
+    return server_hooks.ServerConnectionHookData(server=server, client=client)
+
+
+async def test_server_connect_pins_the_checked_address_then_restores_the_name(recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        data = server_data(client, "api.test", 443)
+        addon.server_connect(data)
+        assert data.server.error is None
+        assert data.server.address == ("93.184.216.34", 443)
+        assert data.server.sni == "api.test"
+        addon.server_connected(data)
+        assert data.server.address == ("api.test", 443)
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        pytest.param("elsewhere.test", 443, id="never-decided"),
+        pytest.param("api.test", 8443, id="other-port-than-approved"),
+    ],
+)
+async def test_server_connect_without_approval_is_refused(recorded, host, port) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        data = server_data(client, host, port)
+        addon.server_connect(data)
+        assert data.server.error and "no allowlist decision" in data.server.error
+
+
+async def test_server_connect_error_in_check_refuses(monkeypatch, recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        monkeypatch.setattr(addon, "_approvals", None)
+        data = server_data(client, "api.test", 443)
+        addon.server_connect(data)
+        assert data.server.error == "auth-proxy: policy-error"
+
+
+class _Hello:
+    """The one field of a parsed ClientHello that the addon reads."""
+
+    def __init__(self, sni: str | None) -> None:
+        self.sni = sni
+
+
+@pytest.mark.parametrize(
+    ("sni", "refused"),
+    [
+        pytest.param("api.test", False, id="same-host"),
+        pytest.param("API.TEST.", False, id="same-host-other-spelling"),
+        pytest.param(None, False, id="no-sni"),
+        pytest.param("evil.test", True, id="other-host"),
+    ],
+)
+async def test_sni_must_match_the_tunnel(recorded, sni, refused) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowed_domains=POLICY)
+        client = await tunnel(addon)
+        data = tls.ClientHelloData(context.Context(client, tctx.options), _Hello(sni))  # type: ignore[arg-type]
+        addon.tls_clienthello(data)
+        assert (client.id in addon.refused_tls) is refused
+        start = tls.TlsData(client, context.Context(client, tctx.options))
+        addon.tls_start_client(start)
+        assert (start.ssl_conn is not None) is refused
+
+
+async def test_tls_without_a_tunnel_is_refused(recorded) -> None:
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        client = tflow.tclient_conn()
+        data = tls.ClientHelloData(context.Context(client, tctx.options), _Hello("api.test"))  # type: ignore[arg-type]
+        addon.tls_clienthello(data)
+        assert client.id in addon.refused_tls
+
+
+def test_refusing_tls_fails_before_sending_anything() -> None:
+    from OpenSSL import SSL
+
+    for server_side in (True, False):
+        conn = flows.refusing_tls(server_side)
+        with pytest.raises(SSL.Error, match="no protocols available"):
+            conn.do_handshake()
+        # All it has to say is an alert record (type 0x15), never a handshake (0x16).
+        assert conn.bio_read(65536)[:1] == b"\x15"
+
+
+async def test_bad_policy_option_is_an_options_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: v1\nallowed_domains: ['*']\n")
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        with pytest.raises(exceptions.OptionsError, match=r"bad\.yaml"):
+            tctx.configure(addon, allowlist=str(bad))
+        with pytest.raises(exceptions.OptionsError, match="only regular proxy mode"):
+            tctx.configure(addon, mode=["reverse:https://example.com"])
+
+
+async def test_failed_reload_keeps_the_last_good_policy(tmp_path: Path, recorded) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: v1\nallowed_domains: [api.test]\n")
+    addon = Allowlist()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, allowlist=str(path))
+        good = addon.policy
+        path.write_text("version: v1\nallowed_domains: ['*']\n")
+        addon._reload()
+        assert addon.policy is good
+        assert "policy.yaml" in addon.reload_error
+        assert addon.metrics.reload_errors == 1
+        path.write_text("version: v1\nallowed_domains: [api.test, other.test]\n")
+        addon._reload()
+        assert addon.reload_error is None and addon.policy.entry_count == 2
+
+
+async def test_guard_denies_when_no_allowlist_is_attached() -> None:
+    guard = AllowlistGuard()
+    with taddons.context(guard):
+        flow = connect_flow("api.test")
+        guard.http_connect(flow)
+        assert flow.response.headers["X-Proxy-Error"] == "policy-error"
+        armed_flow = connect_flow("api.test")
+        guard.attach(Allowlist())
+        guard.http_connect(armed_flow)
+        assert armed_flow.response is None
+
+
+def test_module_exposes_one_addon() -> None:
+    assert [type(a) for a in allowlist.addons] == [Allowlist]
