@@ -3,6 +3,7 @@ tunnel, a bad policy at start, no policy, and an addon script that fails to relo
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import ssl
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.processes import wait_until
-from tests.support.proxy import REPO, PROXY_COMMANDS, Proxy, with_faults
+from tests.support.proxy import PROXY_COMMANDS, REPO, Proxy, with_faults
 from tests.support.testnet import LoopbackNet
 
 
@@ -72,10 +73,8 @@ def handshake_through_tunnel(proxy: Proxy, host: str, port: int, sni: str) -> Ex
             with context.wrap_socket(raw, server_hostname=sni) as tls:
                 tls.settimeout(3)
                 tls.sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n")
-                try:
+                with contextlib.suppress(TimeoutError):
                     tls.recv(1)
-                except TimeoutError:
-                    pass
         except (ssl.SSLError, OSError) as e:
             return e
     return None
