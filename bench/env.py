@@ -1,0 +1,410 @@
+"""The bench's world on loopback: Debian packages, certificates, the nginx upstream, the proxies.
+
+Every server is a private instance: its own config, pid, log and temp folders under the run's work
+folder, listening on a free 127.0.0.1 port, and stopped by the PID we started.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trustme
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+UPSTREAM_HOST = "bench.test"
+DENIED_HOST = "denied.test"
+SMALL_BYTES = 1024
+LARGE_BYTES = 1024 * 1024
+SQUID_CERTGEN = "/usr/lib/squid/security_file_certgen"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_packages() -> None:
+    """nginx and squid-openssl from Debian, installed only when missing."""
+    missing = []
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        missing.append("nginx-light")
+    if not Path("/usr/sbin/squid").exists() or not Path(SQUID_CERTGEN).exists():
+        missing.append("squid-openssl")
+    if not shutil.which("curl"):
+        missing.append("curl")
+    if not missing:
+        return
+    print(f"bench: installing {' '.join(missing)} (apt-get)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=300)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        timeout=600,
+    )
+    # The packages' own services are not ours to run: stop any the install started.
+    for service in ("nginx", "squid"):
+        subprocess.run(["service", service, "stop"], capture_output=True, timeout=60)
+
+
+def _run(cmd: list[str], **kw) -> None:
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60, **kw)
+
+
+@dataclass
+class Certs:
+    """The upstream's own CA and certificate (trustme), and the proxies' interception CA."""
+
+    upstream_ca: Path
+    upstream_cert: Path
+    upstream_key: Path
+    proxy_ca_dir: Path  # ca/generate.py output: ca.crt, ca.key, mitmproxy-ca.pem
+    client_bundle: Path  # what the client trusts: both CAs
+
+    @classmethod
+    def make(cls, work: Path, key_type: str = "ec") -> Certs:
+        ca = trustme.CA()
+        leaf = ca.issue_cert(UPSTREAM_HOST)
+        up = work / "upstream-certs"
+        up.mkdir()
+        ca.cert_pem.write_to_path(str(up / "ca.pem"))
+        leaf.cert_chain_pems[0].write_to_path(str(up / "cert.pem"))
+        leaf.private_key_pem.write_to_path(str(up / "key.pem"))
+        proxy_ca = work / "proxy-ca"
+        _run(
+            [
+                sys.executable,
+                str(REPO / "ca" / "generate.py"),
+                "--out",
+                str(proxy_ca),
+                "--common-name",
+                "bench CA",
+                "--key-type",
+                key_type,
+            ]
+        )
+        bundle = work / "client-bundle.pem"
+        bundle.write_bytes((up / "ca.pem").read_bytes() + (proxy_ca / "ca.crt").read_bytes())
+        for p in (up, proxy_ca, *up.iterdir(), *proxy_ca.iterdir(), bundle):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        return cls(up / "ca.pem", up / "cert.pem", up / "key.pem", proxy_ca, bundle)
+
+
+class Process:
+    """A server we started: stdout/stderr to files, stopped by its own PID only."""
+
+    def __init__(self, cmd: list[str], log_dir: Path, name: str, env: dict | None = None):
+        self.name = name
+        self.out = (log_dir / f"{name}.out").open("wb")
+        self.err = (log_dir / f"{name}.err").open("wb")
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=self.err, env=env, cwd=log_dir)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self.out.close()
+        self.err.close()
+
+    def tail(self) -> str:
+        self.err.flush()
+        return Path(self.err.name).read_text(errors="replace")[-3000:]
+
+
+def _wait_port(port: int, timeout: float, proc: Process) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.alive():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{proc.name} did not listen on {port}\n{proc.tail()}")
+
+
+def start_nginx(work: Path, certs: Certs) -> tuple[Process, int]:
+    """nginx on 127.0.0.1:PORT over TLS: /small (1 KiB) and /large (1 MiB) static files."""
+    d = work / "nginx"
+    www = d / "www"
+    www.mkdir(parents=True)
+    (www / "small").write_bytes(b"s" * SMALL_BYTES)
+    (www / "large").write_bytes(os.urandom(LARGE_BYTES))
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (d / sub).mkdir()
+    os.chmod(d, 0o755)
+    os.chmod(www, 0o755)
+    port = free_port()
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 2;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {UPSTREAM_HOST};
+        ssl_certificate {certs.upstream_cert};
+        ssl_certificate_key {certs.upstream_key};
+        root {www};
+    }}
+}}
+""")
+    proc = Process(["nginx", "-c", str(conf), "-p", str(d)], d, "nginx")
+    _wait_port(port, 15, proc)
+    return proc, port
+
+
+class CountingListener:
+    """The denied host's address: a TCP listener that only counts accepted connections. A proxy
+    that denies a CONNECT must never connect here."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+@dataclass
+class World:
+    work: Path
+    certs: Certs
+    upstream_port: int
+    denied_port: int
+    hosts_file: Path
+    policy_file: Path
+    extra: dict = field(default_factory=dict)
+
+
+def write_world_files(work: Path, upstream_port: int) -> tuple[Path, Path]:
+    hosts = work / "hosts"
+    hosts.write_text(f"127.0.0.1 localhost {UPSTREAM_HOST} {DENIED_HOST}\n")
+    policy = work / "policy.yaml"
+    policy.write_text(
+        "version: v1\n"
+        f"allowed_domains: [{UPSTREAM_HOST}]\n"
+        f"allowed_ports: [443, {upstream_port}]\n"
+        "allow_ranges: [127.0.0.1/32]\n"
+    )
+    for p in (hosts, policy):
+        os.chmod(p, 0o644)
+    return hosts, policy
+
+
+def with_hosts_file(hosts: Path, command: list[str]) -> list[str]:
+    """Run `command` in a private mount namespace where /etc/hosts is `hosts` (both exec: the
+    PID is the command's own)."""
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/hosts && exec "$@"',
+        str(hosts),
+        *command,
+    ]
+
+
+# -- the proxies ---------------------------------------------------------------------------
+
+
+@dataclass
+class ProxyInstance:
+    name: str
+    process: Process
+    port: int
+    health_port: int | None  # None: no /readyz (Squid); ready means listening
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    return {
+        "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def start_sidecar(
+    world: World, run_dir: Path, extra_args: list[str] | None = None
+) -> ProxyInstance:
+    """Our sidecar as the image runs it: the image's entrypoint (images/sidecar/entrypoint.sh),
+    with the image's environment, execs `auth-proxy` (from the venv here) with the same options."""
+    port, health = free_port(), free_port()
+    ca_mount = run_dir / "certs"
+    ca_mount.mkdir()
+    shutil.copy(world.certs.proxy_ca_dir / "ca.crt", ca_mount / "tls.crt")
+    shutil.copy(world.certs.proxy_ca_dir / "ca.key", ca_mount / "tls.key")
+    env = _clean_env(
+        AUTH_PROXY_LISTEN_HOST="127.0.0.1",
+        AUTH_PROXY_LISTEN_PORT=str(port),
+        AUTH_PROXY_HEALTH_HOST="127.0.0.1",
+        AUTH_PROXY_HEALTH_PORT=str(health),
+        AUTH_PROXY_CA_DIR=str(ca_mount),
+        AUTH_PROXY_POLICY=str(world.policy_file),
+        AUTH_PROXY_CONFDIR=str(run_dir / "confdir"),
+        AUTH_PROXY_LOG_LEVEL="info",
+    )
+    cmd = [
+        str(REPO / "images" / "sidecar" / "entrypoint.sh"),
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={world.certs.upstream_ca}",
+        *(extra_args or []),
+    ]
+    proc = Process(with_hosts_file(world.hosts_file, cmd), run_dir, "sidecar", env)
+    return ProxyInstance("sidecar", proc, port, health)
+
+
+def start_mitmdump(world: World, run_dir: Path) -> ProxyInstance:
+    """Stock mitmdump with the addon, the same options (no -q: the addon sets flow_detail=0)."""
+    port, health = free_port(), free_port()
+    confdir = run_dir / "confdir"
+    shutil.copytree(world.certs.proxy_ca_dir, confdir)
+    cmd = [
+        str(VENV_BIN / "mitmdump"),
+        "-s",
+        str(REPO / "addons" / "allowlist.py"),
+        "--listen-host",
+        "127.0.0.1",
+        "--listen-port",
+        str(port),
+        "--set",
+        f"confdir={confdir}",
+        "--set",
+        "health_host=127.0.0.1",
+        "--set",
+        f"health_port={health}",
+        "--set",
+        f"allowlist={world.policy_file}",
+        "--set",
+        f"ssl_verify_upstream_trusted_ca={world.certs.upstream_ca}",
+    ]
+    proc = Process(with_hosts_file(world.hosts_file, cmd), run_dir, "mitmdump", _clean_env())
+    return ProxyInstance("mitmdump", proc, port, health)
+
+
+def prepare_squid(world: World) -> Path:
+    """Squid's certificate database, made once per bench run (as the package's postinst would)."""
+    d = world.work / "squid-shared"
+    d.mkdir()
+    db = d / "ssl_db"
+    _run([SQUID_CERTGEN, "-c", "-s", str(db), "-M", "16MB"])
+    ca = d / "ca"
+    ca.mkdir()
+    shutil.copy(world.certs.proxy_ca_dir / "ca.crt", ca / "ca.crt")
+    shutil.copy(world.certs.proxy_ca_dir / "ca.key", ca / "ca.key")
+    _chown_proxy(d)
+    return d
+
+
+def _chown_proxy(path: Path) -> None:
+    # Squid started as root drops to its cache_effective_user (Debian: proxy).
+    user = pwd.getpwnam("proxy")
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, user.pw_uid, user.pw_gid)
+
+
+def start_squid(world: World, run_dir: Path) -> ProxyInstance:
+    """Squid 5 with ssl-bump, configured like the allowlist: peek at the SNI, bump the allowlisted
+    host, deny every other CONNECT with 403, verify the upstream against the test CA."""
+    shared = world.extra["squid"]
+    d = run_dir / "squid"
+    d.mkdir()
+    port = free_port()
+    conf = d / "squid.conf"
+    conf.write_text(f"""
+http_port 127.0.0.1:{port} ssl-bump tls-cert={shared}/ca/ca.crt tls-key={shared}/ca/ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=16MB
+sslcrtd_program {SQUID_CERTGEN} -s {shared}/ssl_db -M 16MB
+sslcrtd_children 4 startup=1 idle=1
+acl allowed_dst dstdomain {UPSTREAM_HOST}
+acl allowed_sni ssl::server_name {UPSTREAM_HOST}
+acl allowed_ports port 443 {world.upstream_port}
+acl CONNECT method CONNECT
+acl step1 at_step SslBump1
+http_access deny !allowed_ports
+http_access deny CONNECT !allowed_dst
+http_access allow allowed_dst
+http_access deny all
+ssl_bump peek step1
+ssl_bump bump allowed_sni
+ssl_bump terminate all
+tls_outgoing_options cafile={world.certs.upstream_ca}
+sslproxy_cert_error deny all
+cache deny all
+cache_mem 8 MB
+hosts_file {world.hosts_file}
+dns_nameservers 127.0.0.1
+pid_filename {d}/squid.pid
+access_log stdio:{d}/access.log
+cache_log {d}/cache.log
+cache_store_log none
+coredump_dir {d}
+visible_hostname bench-squid
+shutdown_lifetime 0 seconds
+forwarded_for delete
+via off
+""")
+    _chown_proxy(d)
+    proc = Process(["/usr/sbin/squid", "-N", "-f", str(conf)], d, "squid", _clean_env())
+    return ProxyInstance("squid", proc, port, None)
