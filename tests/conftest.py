@@ -10,6 +10,8 @@ import pytest
 from tests.support.proxy import PROXY_COMMANDS, Proxy
 from tests.support.testnet import LoopbackNet, make_testnet, start_upstream
 
+pytest_plugins = ["tests.support.docker_fixtures"]
+
 # Everything a test proxy may reach, for the standard policy.
 STANDARD_DOMAINS = (
     "upstream.test",
