@@ -20,7 +20,8 @@ if __package__ in (None, "", "__mitmproxy_script__"):
 from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from addons import events, flows, guard, policy, resolver
+from addons import ca_check, events, flows, guard, limits, policy, resolver, shutdown
+from addons import upstream_errors as upstream
 from addons.addresses import any_forbidden
 from addons.health import HealthServer, Readiness
 from addons.policy import Decision, Policy, PolicyError
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 # Faults, not policy denials: the destination was allowed but cannot be reached.
 UPSTREAM_UNRESOLVABLE = "upstream-unresolvable"
-STATUS_FOR_REASON = {UPSTREAM_UNRESOLVABLE: 502}
+STATUS_FOR_REASON = {UPSTREAM_UNRESOLVABLE: 502, **limits.STATUS_FOR_REASON}
 
 # A decision, and when it allows, the destination approved for connecting.
 Verdict = tuple[Decision, resolver.Approval | None]
@@ -49,6 +50,11 @@ class Allowlist:
         self._health = HealthServer(self.readiness, self.render_metrics)
         self._watcher: PolicyWatcher | None = None
         self._guard: guard.AllowlistGuard | None = None
+        # Reliability (issue 7): connection cap and client deadlines, upstream deadlines and
+        # fault statuses, graceful SIGTERM. Each lives in its own module.
+        self._limits = limits.ConnectionLimits()
+        self._deadlines = upstream.UpstreamDeadlines(lambda: ctx.options.upstream_timeout)
+        self._shutdown = shutdown.GracefulShutdown()
 
     # -- options and lifecycle -------------------------------------------------------------
 
@@ -73,6 +79,42 @@ class Allowlist:
         )
         loader.add_option("health_host", str, "0.0.0.0", "Address of /healthz, /readyz, /metrics.")
         loader.add_option("health_port", int, 8081, "Port of /healthz, /readyz and /metrics.")
+        loader.add_option(
+            "max_connections",
+            int,
+            limits.DEFAULT_MAX_CONNECTIONS,
+            "Client connections served at once; beyond it a connection's request gets a 503 too-many-connections.",
+        )
+        loader.add_option(
+            "client_header_timeout",
+            int,
+            limits.DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client has, after connecting or after a CONNECT, to send a complete request; slower (slowloris, idle, half-open) connections are closed. 0 disables.",
+        )
+        loader.add_option(
+            "upstream_timeout",
+            int,
+            60,
+            "Seconds to wait for an upstream's response headers after sending it a request; then the client gets a 504 upstream-timeout. 0 disables.",
+        )
+        loader.add_option(
+            "cert_cache_size",
+            int,
+            limits.DEFAULT_CERT_CACHE,
+            "Leaf certificates kept in memory (mitmproxy's CertStore); older ones are dropped and minted again when needed.",
+        )
+        loader.add_option(
+            "shutdown_grace",
+            int,
+            shutdown.DEFAULT_GRACE,
+            "Seconds that requests in flight may take to finish after SIGTERM; new connections are refused meanwhile.",
+        )
+        loader.add_option(
+            "ca_required",
+            bool,
+            True,
+            "Exit at start unless confdir holds a CA (mitmproxy-ca.pem, key and certificate that match); false lets mitmproxy generate a throwaway CA.",
+        )
 
     def _attach_guard(self) -> None:
         # Called from running(), when every addon is registered, so a new guard lands at the end
@@ -85,6 +127,11 @@ class Allowlist:
         self._guard = existing
 
     def configure(self, updated: set[str]) -> None:
+        self._limits.configure(updated)
+        if {"confdir", "ca_required"} & updated and ctx.options.confdir != ctx.options.default(
+            "confdir"
+        ):
+            ca_check.check_confdir(ctx.options.confdir, ctx.options.ca_required)
         if "mode" in updated:
             for spec in ctx.options.mode:
                 if not isinstance(mode_specs.ProxyMode.parse(spec), mode_specs.RegularMode):
@@ -111,6 +158,13 @@ class Allowlist:
 
     def running(self) -> None:
         self._attach_guard()
+        upstream.install()
+        self._limits.running()
+        self._shutdown.install()
+        try:
+            ca_check.check_at_start(ctx.options.confdir, ctx.options.ca_required)
+        except exceptions.OptionsError as e:
+            logger.error(str(e))  # an error logged at start-up makes mitmproxy exit 1
         if ctx.options.flow_detail if hasattr(ctx.options, "flow_detail") else False:
             # mitmdump's per-flow lines print full URLs, query strings included.
             ctx.options.update(flow_detail=0)
@@ -158,6 +212,9 @@ class Allowlist:
         if self._watcher is not None:
             self._watcher.stop()
         self._health.stop()
+        self._limits.cancel_all()
+        self._deadlines.cancel_all()
+        self._shutdown.uninstall()
 
     # -- health ----------------------------------------------------------------------------
 
@@ -177,6 +234,9 @@ class Allowlist:
             "listening": self._listening(),
             "last_reload_error": self.reload_error,
         }
+        if self._shutdown.draining:
+            detail["error"] = "shutting down: finishing requests in flight"
+            return Readiness(False, detail)
         if current is None:
             detail["error"] = (
                 "no policy loaded: every request is denied. "
@@ -186,7 +246,10 @@ class Allowlist:
 
     def render_metrics(self) -> str:
         current = self.policy
-        return self.metrics.render(current.entry_count if current else 0, self.readiness().ready)
+        rendered = self.metrics.render(
+            current.entry_count if current else 0, self.readiness().ready
+        )
+        return rendered + self._limits.render_metrics()
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -236,11 +299,24 @@ class Allowlist:
     def _approve(self, client_id: str, approval: resolver.Approval) -> None:
         self._approvals.setdefault(client_id, {})[(approval.host, approval.port)] = approval
 
+    def _refuse_early(self, flow: http.HTTPFlow, host: str, port: int) -> bool:
+        """Over the connection cap, or draining for shutdown: 503 before any decision."""
+        reason = self._limits.refusal(flow) or (
+            limits.SHUTTING_DOWN if self._shutdown.draining else None
+        )
+        if reason is None:
+            return False
+        self._record(flow, Decision(False, reason), host, port)
+        self._deny(flow, Decision(False, reason), host, port)
+        return True
+
     async def http_connect(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         host, port = flow.request.host, flow.request.port
         try:
+            if self._refuse_early(flow, host, port):
+                return
             decision, approval = await self._decide_destination(host, port)
             self._record(flow, decision, host, port)
             if approval is None:
@@ -248,6 +324,7 @@ class Allowlist:
                 return
             self._tunnels[flow.client_conn.id] = approval
             self._approve(flow.client_conn.id, approval)
+            self._limits.request_seen(flow, connect=True)
         except Exception:
             logger.exception("decision on CONNECT failed; denying")
             self._deny(flow, Decision(False, policy.POLICY_ERROR), host, port)
@@ -257,6 +334,9 @@ class Allowlist:
             return
         host, port = flow.request.host, flow.request.port
         try:
+            self._limits.request_seen(flow, connect=False)
+            if self._refuse_early(flow, host, port):
+                return
             tunnel = self._tunnels.get(flow.client_conn.id)
             if tunnel is not None:
                 host, port = tunnel.host, tunnel.port
@@ -273,6 +353,7 @@ class Allowlist:
                     return
                 self._approve(flow.client_conn.id, approval)
             self._stream_counted(flow)
+            self._shutdown.started(flow)
         except Exception:
             logger.exception("decision on request failed; denying")
             self._deny(flow, Decision(False, policy.POLICY_ERROR), host, port)
@@ -332,12 +413,19 @@ class Allowlist:
 
     def client_connected(self, client) -> None:
         self.metrics.open_connections += 1
+        try:
+            self._limits.client_connected(client)
+        except Exception:
+            logger.exception("connection accounting failed; refusing the connection")
+            client.error = "auth-proxy: policy-error"
 
     def client_disconnected(self, client) -> None:
         self.metrics.open_connections -= 1
         self._tunnels.pop(client.id, None)
         self._approvals.pop(client.id, None)
         self.refused_tls.discard(client.id)
+        self._limits.client_disconnected(client)
+        upstream.forget_client(client.id)
 
     # -- TLS: the SNI must name the CONNECT target -----------------------------------------
 
@@ -385,7 +473,16 @@ class Allowlist:
 
         flow.request.stream = count_request
 
+    def request(self, flow: http.HTTPFlow) -> None:
+        if "auth_proxy_denied" not in flow.metadata and flow.response is None:
+            self._deadlines.started(flow)
+
+    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        if "auth_proxy_denied" not in flow.metadata:
+            upstream.mark_connect_error(flow)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._deadlines.stop(flow)
         if flow.error or not flow.live or flow.response is None:
             return
         if "auth_proxy_denied" in flow.metadata:
@@ -399,11 +496,15 @@ class Allowlist:
         flow.response.stream = count_response
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._deadlines.stop(flow)
+        self._shutdown.finished(flow)
         if "auth_proxy_denied" in flow.metadata or flow.response is None:
             return
         self._log_request(flow, flow.response.status_code, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._deadlines.error(flow)
+        self._shutdown.finished(flow)
         if "auth_proxy_denied" in flow.metadata or flow.error is None:
             return
         self._log_request(flow, None, flow.error.msg)

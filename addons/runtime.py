@@ -22,6 +22,9 @@ from addons.allowlist import Allowlist
 class SidecarMaster(master.Master):
     def __init__(self, opts: options.Options, event_loop=None) -> None:
         super().__init__(opts, event_loop=event_loop, with_termlog=False)
+        # mitmproxy listens on every interface by default; a sidecar must not be an open proxy.
+        # Set before the command line is read, so --listen-host still overrides it.
+        opts.update(listen_host="127.0.0.1")
         # Errors and warnings go to stderr, so stdout carries only the JSON event lines.
         self.addons.add(TermLog(out=sys.stderr))
         # The order of mitmdump's defaults, where `-s` scripts run after Proxyserver and before

@@ -38,6 +38,7 @@ for port in "$listen_port" "$health_port"; do
 done
 
 umask 077
+ca_args=()
 mkdir -p "$confdir" || die "cannot create AUTH_PROXY_CONFDIR=$confdir (it must be writable)"
 confdir="$(cd "$confdir" && pwd -P)"
 if [[ -d $ca_dir && "$(cd "$ca_dir" && pwd -P)" == "$confdir" ]]; then
@@ -65,6 +66,7 @@ else
         "################################################################################"; do
         say "$line"
     done
+    ca_args=(--set ca_required=false)
 fi
 
 args=(
@@ -74,6 +76,7 @@ args=(
     --set "health_host=$health_host"
     --set "health_port=$health_port"
     --set "termlog_verbosity=$verbosity"
+    "${ca_args[@]}"
 )
 if [[ -f $policy ]]; then
     args+=(--set "allowlist=$policy")

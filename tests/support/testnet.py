@@ -72,7 +72,7 @@ def make_testnet(workdir: Path) -> LoopbackNet:
     return LoopbackNet(workdir, hosts, ca, ca_pem, cert_pem, key_pem, free_port(), free_port())
 
 
-def start_upstream(net: LoopbackNet) -> ManagedProcess:
+def start_upstream(net: LoopbackNet, extra_args: tuple[str, ...] = ()) -> ManagedProcess:
     command = [
         str(Path(sys.executable).parent / "hypercorn"),
         "--certfile",
@@ -85,9 +85,10 @@ def start_upstream(net: LoopbackNet) -> ManagedProcess:
         f"127.0.0.1:{net.plain_port}",
         "--keep-alive",
         "30",
+        *extra_args,
         "tests.support.upstream_app:app",
     ]
-    process = ManagedProcess(command, net.workdir, "upstream")
+    process = ManagedProcess(command, net.workdir, f"upstream-{net.tls_port}")
     wait_until(
         lambda: (port_open(net.tls_port) and port_open(net.plain_port)) or not process.alive(),
         30,

@@ -1,0 +1,186 @@
+"""Load: many tunnels held open at once with requests spread over them, bodies of every size in
+both directions, and a soak over HTTP/1.1 and HTTP/2 with memory checked before and after."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.stress.conftest import FULL, Report, scale
+from tests.support.loadclient import Tunnel, client_context
+from tests.support.proxy import Proxy
+from tests.support.testnet import LoopbackNet
+
+TUNNELS = scale(100, 500)
+REQUESTS = scale(2_000, 20_000)
+BIG = scale(8, 64) * 1024 * 1024
+SIZES = [0, 1, 1_000, 65_536, 1024 * 1024 + 7, BIG]
+SOAK_SECONDS = scale(20, 300)
+H2_STREAMS_AT_ONCE = 20
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_tunnels_held_open_with_requests_spread(
+    sidecar: Proxy, testnet: LoopbackNet, report: Report
+) -> None:
+    row = report.add("load", f"{TUNNELS} tunnels, {REQUESTS} requests", tried=REQUESTS)
+    context = client_context(str(sidecar.ca_cert))
+
+    async def run() -> tuple[int, int, int]:
+        tunnels = [
+            Tunnel(sidecar.port, "upstream.test", testnet.tls_port, context) for _ in range(TUNNELS)
+        ]
+        # Open in waves so the handshakes do not all time out on two cores.
+        for start in range(0, TUNNELS, 50):
+            await asyncio.gather(*(t.open() for t in tunnels[start : start + 50]))
+        open_at_once = sum(t.writer is not None and not t.writer.is_closing() for t in tunnels)
+        per_tunnel = REQUESTS // TUNNELS
+        errors = lost = 0
+
+        async def work(index: int, tunnel: Tunnel) -> None:
+            nonlocal errors, lost
+            for i in range(per_tunnel):
+                body = os.urandom((index * 7 + i * 13) % 2048)
+                try:
+                    ok = await tunnel.echo(body) if i % 2 else await tunnel.download(len(body))
+                except Exception:
+                    errors += 1
+                    return
+                lost += not ok
+
+        await asyncio.gather(*(work(i, t) for i, t in enumerate(tunnels)))
+        for t in tunnels:
+            t.close()
+        return open_at_once, errors, lost
+
+    open_at_once, errors, lost = asyncio.run(run())
+    row.errors, row.lost = errors, lost
+    row.detail = f"{open_at_once} tunnels open at once, {REQUESTS} requests"
+    assert open_at_once == TUNNELS
+    assert (errors, lost) == (0, 0)
+    assert sidecar.process is not None and sidecar.process.alive()
+    row.passed = True
+
+
+def test_bodies_byte_exact_both_directions(
+    sidecar: Proxy, testnet: LoopbackNet, report: Report
+) -> None:
+    row = report.add("load", "bodies 0 B..%d MiB both ways" % (BIG >> 20), tried=2 * len(SIZES))
+    context = client_context(str(sidecar.ca_cert))
+
+    async def run() -> list[str]:
+        tunnel = Tunnel(sidecar.port, "upstream.test", testnet.tls_port, context)
+        await tunnel.open()
+        bad = []
+        for size in SIZES:
+            body = os.urandom(size)
+            if not await tunnel.echo(body):
+                bad.append(f"upload {size}")
+            if not await tunnel.download(size):
+                bad.append(f"download {size}")
+        tunnel.close()
+        return bad
+
+    bad = asyncio.run(run())
+    row.lost = len(bad)
+    row.detail = f"sizes {SIZES[0]}..{SIZES[-1]} B, sha256 at both ends"
+    assert bad == []
+    row.passed = True
+
+
+def test_soak_http1_and_http2_memory_steady(
+    sidecar: Proxy, soak_net: LoopbackNet, report: Report
+) -> None:
+    testnet = soak_net
+    assert sidecar.process is not None
+    row = report.add("load", f"soak {SOAK_SECONDS}s h1+h2")
+    context = client_context(str(sidecar.ca_cert))
+    h2_context = ssl.create_default_context(cafile=str(sidecar.ca_cert))
+    base = f"https://upstream.test:{testnet.tls_port}"
+    counts = {"h1": 0, "h2": 0, "errors": 0, "lost": 0}
+    failures: list[str] = []
+
+    async def h1_loop(deadline: float) -> None:
+        tunnel = Tunnel(sidecar.port, "upstream.test", testnet.tls_port, context)
+        await tunnel.open()
+        i = 0
+        while time.monotonic() < deadline and i < 1_000_000:
+            i += 1
+            try:
+                ok = await (
+                    tunnel.echo(os.urandom(i % 4096)) if i % 2 else tunnel.download(i % 8192)
+                )
+            except Exception as e:
+                counts["errors"] += 1
+                failures.append(f"h1: {e!r}"[:200])
+                tunnel.close()
+                tunnel = Tunnel(sidecar.port, "upstream.test", testnet.tls_port, context)
+                await tunnel.open()
+                continue
+            counts["h1"] += 1
+            counts["lost"] += not ok
+        tunnel.close()
+
+    async def h2_loop(client: httpx.AsyncClient, deadline: float) -> None:
+        """One long-lived HTTP/2 connection, many streams at once."""
+        rounds = 0
+        while time.monotonic() < deadline and rounds < 1_000_000:
+            rounds += 1
+            responses = await asyncio.gather(
+                *(client.get(f"{base}/bytes/{1000 + s}") for s in range(H2_STREAMS_AT_ONCE)),
+                return_exceptions=True,
+            )
+            for s, r in enumerate(responses):
+                if isinstance(r, BaseException):
+                    counts["errors"] += 1
+                    failures.append(f"h2: {r!r}"[:200])
+                elif r.status_code != 200 or r.http_version != "HTTP/2":
+                    counts["errors"] += 1
+                    failures.append(f"h2: {r.status_code} {r.http_version} {r.text[:100]}")
+                else:
+                    counts["h2"] += 1
+                    counts["lost"] += len(r.content) != 1000 + s
+
+    async def phase(seconds: float, client: httpx.AsyncClient) -> None:
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(h1_loop(deadline) for _ in range(8)), h2_loop(client, deadline))
+
+    async def run() -> tuple[int, int]:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(
+            proxy=sidecar.url, verify=h2_context, http2=True, limits=limits, timeout=60
+        ) as client:
+            await phase(max(5.0, SOAK_SECONDS / 10), client)  # warm-up
+            warm = rss_kib(sidecar.process.pid)
+            await phase(SOAK_SECONDS, client)
+            after = rss_kib(sidecar.process.pid)
+        return warm, after
+
+    warm, after = asyncio.run(run())
+    row.tried = counts["h1"] + counts["h2"]
+    row.errors, row.lost = counts["errors"], counts["lost"]
+    growth = (after - warm) / warm * 100
+    row.detail = (
+        f"{counts['h1']} h1 + {counts['h2']} h2 requests; RSS {warm >> 10}->{after >> 10} MiB "
+        f"({growth:+.1f}%)"
+    )
+    assert counts["h2"] > 0 and counts["h1"] > 0
+    assert (counts["errors"], counts["lost"]) == (0, 0), failures[:5]
+    assert after <= warm * 1.10, row.detail
+    row.passed = True
+
+
+def test_short_form_is_short() -> None:
+    """Guard for the scaling itself: the short form keeps every category, only smaller."""
+    assert FULL or (TUNNELS, REQUESTS, SOAK_SECONDS) == (100, 2_000, 20)
