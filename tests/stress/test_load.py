@@ -76,7 +76,7 @@ def test_tunnels_held_open_with_requests_spread(
 def test_bodies_byte_exact_both_directions(
     sidecar: Proxy, testnet: LoopbackNet, report: Report
 ) -> None:
-    row = report.add("load", "bodies 0 B..%d MiB both ways" % (BIG >> 20), tried=2 * len(SIZES))
+    row = report.add("load", f"bodies 0 B..{BIG >> 20} MiB both ways", tried=2 * len(SIZES))
     context = client_context(str(sidecar.ca_cert))
 
     async def run() -> list[str]:
