@@ -56,6 +56,9 @@ if [[ -f $ca_dir/tls.crt && -f $ca_dir/tls.key ]]; then
     cat "$ca_dir/tls.key" "$ca_dir/tls.crt" > "$confdir/.mitmproxy-ca.pem.tmp"
     mv -f "$confdir/.mitmproxy-ca.pem.tmp" "$confdir/mitmproxy-ca.pem"
     cp "$ca_dir/tls.crt" "$confdir/mitmproxy-ca-cert.pem"
+    # The proxy's CA check treats a confdir CA younger than its process as one mitmproxy made up;
+    # `exec` keeps this shell's start time, so give the copies the mounted CA's (older) mtime.
+    touch -r "$ca_dir/tls.crt" "$confdir/mitmproxy-ca.pem" "$confdir/mitmproxy-ca-cert.pem"
     say "using the CA from $ca_dir"
 else
     for line in \
