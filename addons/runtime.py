@@ -11,6 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+# First: registers mitmproxy.addons without importing mitmproxy's ~40 default addons.
+from addons import lean_imports  # noqa: F401
+
+# isort: split
 from mitmproxy import master, options
 from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLog
@@ -22,6 +26,10 @@ from addons.allowlist import Allowlist
 class SidecarMaster(master.Master):
     def __init__(self, opts: options.Options, event_loop=None) -> None:
         super().__init__(opts, event_loop=event_loop, with_termlog=False)
+        # mitmproxy re-sends every log record, per-request ones included, as a deprecated
+        # `add_log` event (format, a thread-safe loop wakeup, a hook dispatch); no addon loaded
+        # here reads it. TermLog still prints the same lines.
+        self._legacy_log_events.uninstall()
         # mitmproxy listens on every interface by default; a sidecar must not be an open proxy.
         # Set before the command line is read, so --listen-host still overrides it.
         opts.update(listen_host="127.0.0.1")
