@@ -337,6 +337,11 @@ class Allowlist:
             self._limits.request_seen(flow, connect=False)
             if self._refuse_early(flow, host, port):
                 return
+            shape = limits.request_shape_refusal(flow)
+            if shape is not None:
+                self._record(flow, Decision(False, shape), host, port)
+                self._deny(flow, Decision(False, shape), host, port)
+                return
             tunnel = self._tunnels.get(flow.client_conn.id)
             if tunnel is not None:
                 host, port = tunnel.host, tunnel.port

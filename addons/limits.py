@@ -17,13 +17,19 @@ import resource
 
 from mitmproxy import certs, ctx, http
 
-from addons import events
+from addons import events, policy
 
 logger = logging.getLogger(__name__)
 
 TOO_MANY_CONNECTIONS = "too-many-connections"
 SHUTTING_DOWN = "shutting-down"
-STATUS_FOR_REASON = {TOO_MANY_CONNECTIONS: 503, SHUTTING_DOWN: 503}
+REQUEST_TOO_LARGE = "request-too-large"
+STATUS_FOR_REASON = {TOO_MANY_CONNECTIONS: 503, SHUTTING_DOWN: 503, REQUEST_TOO_LARGE: 431}
+
+# mitmproxy reads a request head of any size; these bound what is forwarded.
+MAX_REQUEST_TARGET = 16 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_COUNT = 200
 
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HEADER_TIMEOUT = 30
@@ -59,6 +65,20 @@ def raise_fd_limit(connections: int) -> None:
             f"open-file limit {target} is low for max_connections={connections}. "
             "Fix: raise `ulimit -n`, or lower --set max_connections"
         )
+
+
+def request_shape_refusal(flow: http.HTTPFlow) -> str | None:
+    """A reason to refuse a request for its shape alone: an oversized target or head, or an
+    HTTP/1 request that names no Host (the Host binding needs one)."""
+    request = flow.request
+    if len(request.data.path) > MAX_REQUEST_TARGET:
+        return REQUEST_TOO_LARGE
+    fields = request.headers.fields
+    if len(fields) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in fields) > MAX_HEADER_BYTES:
+        return REQUEST_TOO_LARGE
+    if request.http_version.startswith("HTTP/1") and "host" not in request.headers:
+        return policy.HOST_MISMATCH
+    return None
 
 
 class ConnectionLimits:
