@@ -12,11 +12,24 @@ module after `mitmproxy.addons` is loaded does nothing.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import sys
 from pathlib import Path
 
 PACKAGE = "mitmproxy.addons"
+
+# Start-up imports allocate hundreds of thousands of objects that live as long as the process;
+# collecting while they are created is wasted work (about 5% of the import time). `imports_done`
+# turns collection back on and moves them out of its way (gc.freeze).
+_gc_was_enabled = gc.isenabled()
+gc.disable()
+
+
+def imports_done() -> None:
+    gc.freeze()
+    if _gc_was_enabled:
+        gc.enable()
 
 
 def install() -> None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # First: registers mitmproxy.addons without importing mitmproxy's ~40 default addons.
-from addons import lean_imports  # noqa: F401
+from addons import lean_imports
 
 # isort: split
 from mitmproxy import master, options
@@ -21,6 +21,8 @@ from mitmproxy.addons.termlog import TermLog
 from mitmproxy.tools import main as mitmproxy_main
 
 from addons.allowlist import Allowlist
+
+lean_imports.imports_done()
 
 
 class SidecarMaster(master.Master):
