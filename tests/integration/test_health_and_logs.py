@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+from tests.support.processes import wait_until
 from tests.support.proxy import Proxy
 from tests.support.testnet import LoopbackNet
 
@@ -74,7 +75,13 @@ def test_log_lines(proxy: Proxy, testnet: LoopbackNet) -> None:
         url,
     )
     assert result.returncode == 0, result.stderr
-    requests = [e for e in proxy.events("request") if e["path"] == "/logged/path"]
+
+    def logged() -> list[dict]:
+        return [e for e in proxy.events("request") if e["path"] == "/logged/path"]
+
+    # The line is written when the response is complete, which can be just after curl is done.
+    wait_until(lambda: bool(logged()), 5, "the request line")
+    requests = logged()
     assert len(requests) == 1
     line = requests[0]
     assert (line["method"], line["host"], line["status"]) == ("POST", "upstream.test", 200)

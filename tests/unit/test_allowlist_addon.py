@@ -55,10 +55,26 @@ def connect_flow(host: str, port: int = 443):
     )
 
 
-def request_flow(host: str, port: int = 443, headers=(), scheme=b"https", authority=b""):
-    return tflow.tflow(
-        req=tutils.treq(host=host, port=port, scheme=scheme, authority=authority, headers=headers)
+def request_flow(
+    host: str,
+    port: int = 443,
+    headers=None,
+    scheme=b"https",
+    authority=b"",
+    http_version=b"HTTP/1.1",
+):
+    """A request; by default with the Host header that HTTP/1 requires."""
+    if headers is None:
+        headers = ((b"host", host.encode()),)
+    request = tutils.treq(
+        host=host,
+        port=port,
+        scheme=scheme,
+        authority=authority,
+        headers=headers,
+        http_version=http_version,
     )
+    return tflow.tflow(req=request)
 
 
 POLICY = ["api.test", "private.test", "split.test", "unresolvable.test", "*.wild.test"]
@@ -138,36 +154,38 @@ async def tunnel(addon: Allowlist, host: str = "api.test", port: int = 443):
     return flow.client_conn
 
 
+H1, H2 = b"HTTP/1.1", b"HTTP/2.0"
+
+
 @pytest.mark.parametrize(
-    ("headers", "authority", "reason"),
+    ("headers", "authority", "version", "reason"),
     [
-        pytest.param(((b"host", b"api.test"),), b"", None, id="matching-host"),
-        pytest.param(
-            ((b"host", b"API.test.:443"),), b"", None, id="matching-host-spelled-differently"
-        ),
-        pytest.param((), b"", None, id="no-host-http10"),
-        pytest.param((), b"api.test", None, id="h2-authority"),
-        pytest.param(((b"host", b"evil.test"),), b"", "host-mismatch", id="other-host"),
-        pytest.param(((b"host", b"api.test:8443"),), b"", "host-mismatch", id="other-port"),
+        pytest.param(((b"host", b"api.test"),), b"", H1, None, id="matching-host"),
+        pytest.param(((b"host", b"API.test.:443"),), b"", H1, None, id="matching-host-respelled"),
+        pytest.param((), b"api.test", H2, None, id="h2-authority"),
+        pytest.param((), b"", b"HTTP/1.0", "host-mismatch", id="http1-without-host"),
+        pytest.param(((b"host", b"evil.test"),), b"", H1, "host-mismatch", id="other-host"),
+        pytest.param(((b"host", b"api.test:8443"),), b"", H1, "host-mismatch", id="other-port"),
         pytest.param(
             ((b"host", b"api.test"), (b"host", b"evil.test")),
             b"",
+            H1,
             "host-mismatch",
             id="doubled-host",
         ),
         pytest.param(
-            ((b"host", b"api.test"),), b"evil.test", "host-mismatch", id="h2-authority-differs"
+            ((b"host", b"api.test"),), b"evil.test", H2, "host-mismatch", id="h2-authority-differs"
         ),
     ],
 )
 async def test_requests_in_tunnel_must_name_the_tunnel_host(
-    recorded, headers, authority, reason
+    recorded, headers, authority, version, reason
 ) -> None:
     addon = Allowlist()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, allowed_domains=POLICY)
         client = await tunnel(addon)
-        flow = request_flow("api.test", headers=headers, authority=authority)
+        flow = request_flow("api.test", headers=headers, authority=authority, http_version=version)
         flow.client_conn = client
         await addon.requestheaders(flow)
         if reason is None:
