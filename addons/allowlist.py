@@ -465,6 +465,12 @@ class Allowlist:
         if data.context.client.id in self.refused_tls:
             data.ssl_conn = flows.refusing_tls(server_side=True)
 
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        flows.release_idle_tls_buffers(data.ssl_conn)
+
+    def tls_established_server(self, data: tls.TlsData) -> None:
+        flows.release_idle_tls_buffers(data.ssl_conn)
+
     # -- forwarding ------------------------------------------------------------------------
 
     def _stream_counted(self, flow: http.HTTPFlow) -> None:

@@ -69,6 +69,8 @@ def parse_ip(host: str) -> IPAddress | None:
     candidate = host.strip()
     if candidate.startswith("[") and candidate.endswith("]"):
         candidate = candidate[1:-1]
+    if ":" not in candidate and not candidate[-1:].isdigit():
+        return None  # the usual case, a name: skip the cost of a failed parse
     try:
         return ipaddress.ip_address(candidate)
     except ValueError:

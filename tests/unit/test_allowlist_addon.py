@@ -360,3 +360,17 @@ async def test_guard_denies_when_no_allowlist_is_attached() -> None:
 
 def test_module_exposes_one_addon() -> None:
     assert [type(a) for a in allowlist.addons] == [Allowlist]
+
+
+def test_established_tls_connections_release_idle_buffers() -> None:
+    from OpenSSL import SSL
+
+    def mode_of(conn: SSL.Connection) -> int:
+        return SSL._lib.SSL_set_mode(conn._ssl, 0)  # adds nothing, returns the mode
+
+    conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
+    release = SSL._lib.SSL_MODE_RELEASE_BUFFERS
+    assert not mode_of(conn) & release
+    addon = Allowlist()
+    addon.tls_established_server(tls.TlsData(tflow.tserver_conn(), None, conn))  # type: ignore[arg-type]
+    assert mode_of(conn) & release
