@@ -21,6 +21,7 @@ from mitmproxy.addons.termlog import TermLog
 from mitmproxy.tools import main as mitmproxy_main
 
 from addons.allowlist import Allowlist
+from addons.dispatch import CachedAddonManager
 
 lean_imports.imports_done()
 
@@ -28,6 +29,7 @@ lean_imports.imports_done()
 class SidecarMaster(master.Master):
     def __init__(self, opts: options.Options, event_loop=None) -> None:
         super().__init__(opts, event_loop=event_loop, with_termlog=False)
+        self.addons = CachedAddonManager(self)
         # mitmproxy re-sends every log record, per-request ones included, as a deprecated
         # `add_log` event (format, a thread-safe loop wakeup, a hook dispatch); no addon loaded
         # here reads it. TermLog still prints the same lines.
