@@ -30,8 +30,7 @@ from addons.reloader import PolicyWatcher
 logger = logging.getLogger(__name__)
 
 # Faults, not policy denials: the destination was allowed but cannot be reached.
-UPSTREAM_UNRESOLVABLE = "upstream-unresolvable"
-STATUS_FOR_REASON = {UPSTREAM_UNRESOLVABLE: 502, **limits.STATUS_FOR_REASON}
+STATUS_FOR_REASON = {upstream.UPSTREAM_UNRESOLVABLE: 502, **limits.STATUS_FOR_REASON}
 
 # A decision, and when it allows, the destination approved for connecting.
 Verdict = tuple[Decision, resolver.Approval | None]
@@ -263,9 +262,9 @@ class Allowlist:
         try:
             addresses = await resolver.resolve(host, port)
         except (OSError, TimeoutError, UnicodeError):
-            return Decision(False, UPSTREAM_UNRESOLVABLE, decision.rule), None
+            return Decision(False, upstream.UPSTREAM_UNRESOLVABLE, decision.rule), None
         if not addresses:
-            return Decision(False, UPSTREAM_UNRESOLVABLE, decision.rule), None
+            return Decision(False, upstream.UPSTREAM_UNRESOLVABLE, decision.rule), None
         if any_forbidden(addresses, current.allow_ranges):
             return Decision(False, policy.BLOCKED_ADDRESS, decision.rule), None
         return decision, resolver.Approval(host, port, addresses)
