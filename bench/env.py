@@ -20,6 +20,8 @@ from pathlib import Path
 
 import trustme
 
+from tests.support.processes import with_hosts_file
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 UPSTREAM_HOST = "bench.test"
@@ -246,22 +248,6 @@ def write_world_files(work: Path, upstream_port: int) -> tuple[Path, Path]:
     for p in (hosts, policy):
         os.chmod(p, 0o644)
     return hosts, policy
-
-
-def with_hosts_file(hosts: Path, command: list[str]) -> list[str]:
-    """Run `command` in a private mount namespace where /etc/hosts is `hosts` (both exec: the
-    PID is the command's own)."""
-    return [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        'mount --bind "$0" /etc/hosts && exec "$@"',
-        str(hosts),
-        *command,
-    ]
 
 
 # -- the proxies ---------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def sidecar(
         testnet.hosts_file,
         testnet.ca_pem,
         stress_policy,
-        ["--set", "stream_large_bodies=64k"],
+        # The load test holds 500 tunnels open, more than the pod-sized default cap (256).
+        ["--set", "stream_large_bodies=64k", "--set", "max_connections=600"],
     ).start()
     yield proxy
     proxy.stop()
