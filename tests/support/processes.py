@@ -55,14 +55,21 @@ def with_hosts_file(hosts: Path, command: Sequence[str]) -> list[str]:
 
 
 class ManagedProcess:
-    def __init__(self, command: Sequence[str], log_dir: Path, name: str, env: dict | None = None):
+    def __init__(
+        self,
+        command: Sequence[str],
+        log_dir: Path,
+        name: str,
+        env: dict | None = None,
+        cwd: Path | None = None,
+    ):
         self.name = name
         self.stdout_path = log_dir / f"{name}.out"
         self.stderr_path = log_dir / f"{name}.err"
         self._stdout = self.stdout_path.open("wb")
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            list(command), stdout=self._stdout, stderr=self._stderr, env=env, cwd=Path.cwd()
+            list(command), stdout=self._stdout, stderr=self._stderr, env=env, cwd=cwd or Path.cwd()
         )
 
     @property
