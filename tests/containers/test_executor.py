@@ -132,3 +132,31 @@ def test_kubectl_exec_with_the_pod_env(
     )  # fmt: skip
     assert node.returncode == 0, node.stderr
     docker.remove(name)
+
+
+def test_generated_ca_installs_into_the_debian_trust_store(
+    docker: Docker, images: dict[str, str], tmp_path: Path
+) -> None:
+    """`ca.crt` from ca/generate.py goes into a Debian trust store with update-ca-certificates."""
+    import subprocess
+    import sys
+
+    ca_dir = tmp_path / "ca"
+    generate = Path(__file__).resolve().parents[2] / "ca" / "generate.py"
+    subprocess.run([sys.executable, str(generate), "--out", str(ca_dir)], check=True)
+    (ca_dir / "ca.key").unlink()  # only the certificate goes into the container
+    world_readable(ca_dir)
+    script = (
+        "set -e; cp /ca/ca.crt /usr/local/share/ca-certificates/auth-proxy.crt; "
+        "update-ca-certificates; "
+        "openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt /ca/ca.crt"
+    )
+    result = docker.run_once(
+        images["executor"],
+        "sh",
+        "-c",
+        script,
+        options=["--network", "none", "--user", "0", "-v", f"{ca_dir}:/ca:ro"],
+    )
+    assert "1 added" in result.stdout, result.stdout + result.stderr
+    assert "/ca/ca.crt: OK" in result.stdout
