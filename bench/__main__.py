@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench import env, load, policy_micro, proc, report
+from tests.support.listeners import TcpSink
 
 TARGETS = ("direct", "squid", "mitmdump", "sidecar")
 PROXIES = ("squid", "mitmdump", "sidecar")
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="auth-proxy-bench-"))
     work.chmod(0o755)
     nginx = None
-    listener = env.CountingListener()
+    listener = TcpSink()
     try:
         certs = env.Certs.make(work)
         nginx, upstream_port = env.start_nginx(work, certs)

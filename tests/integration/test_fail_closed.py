@@ -7,58 +7,19 @@ import contextlib
 import shutil
 import socket
 import ssl
-import threading
 from pathlib import Path
 
 import pytest
 
+from tests.support.listeners import TcpSink
 from tests.support.processes import wait_until
 from tests.support.proxy import PROXY_COMMANDS, REPO, Proxy, with_faults
 from tests.support.testnet import LoopbackNet
 
 
-class Sink:
-    """A TCP upstream that records every byte it receives and never answers."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.received = bytearray()
-        self.connections = 0
-        self.server.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.settimeout(0.2)
-            with conn:
-                for _ in range(50):  # at most 10 s per connection
-                    if self._stop.is_set():
-                        break
-                    try:
-                        data = conn.recv(65536)
-                    except TimeoutError:
-                        continue
-                    if not data:
-                        break
-                    self.received += data
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.server.close()
-
-
 @pytest.fixture
 def sink():
-    s = Sink()
+    s = TcpSink()
     yield s
     s.close()
 
@@ -88,7 +49,7 @@ def handshake_through_tunnel(proxy: Proxy, host: str, port: int, sni: str) -> Ex
     ],
 )
 def test_sni_must_name_the_tunnel_target(
-    make_proxy, testnet: LoopbackNet, tmp_path: Path, sink: Sink, sni: str, refused: bool
+    make_proxy, testnet: LoopbackNet, tmp_path: Path, sink: TcpSink, sni: str, refused: bool
 ) -> None:
     policy = testnet.write_policy(tmp_path / "policy.yaml", "sink.test", ports=(sink.port,))
     proxy = make_proxy(policy)
