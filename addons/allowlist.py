@@ -164,7 +164,7 @@ class Allowlist:
             ca_check.check_at_start(ctx.options.confdir, ctx.options.ca_required)
         except exceptions.OptionsError as e:
             logger.error(str(e))  # an error logged at start-up makes mitmproxy exit 1
-        if ctx.options.flow_detail if hasattr(ctx.options, "flow_detail") else False:
+        if getattr(ctx.options, "flow_detail", 0):  # only mitmdump has the option
             # mitmdump's per-flow lines print full URLs, query strings included.
             ctx.options.update(flow_detail=0)
         if self.policy is None:
