@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench import env, load, policy_micro, proc, report
-from tests.support.listeners import TcpSink
+from tests.support.faulty_upstreams import HangingServer
 
 TARGETS = ("direct", "squid", "mitmdump", "sidecar")
 PROXIES = ("squid", "mitmdump", "sidecar")
@@ -151,13 +151,13 @@ def run_target(world: env.World, target: str, rep_dir: Path, duration: float) ->
         with proc.RssSampler(inst.process.pid) as sampler:
             for name in REGIMES:
                 before_cpu = proc.cpu_seconds(inst.process.pid)
-                before_conns = world.extra["listener"].accepted
+                before_conns = world.extra["listener"].connections
                 t = run_regime(world, target, inst.port, name, duration)
                 cpu = proc.cpu_seconds(inst.process.pid) - before_cpu
                 out["regimes"][name] = regime_figures(name, t, cpu)
                 if name == "denied":
                     out["regimes"][name]["upstream_connections"] = (
-                        world.extra["listener"].accepted - before_conns
+                        world.extra["listener"].connections - before_conns
                     )
         out["rss_peak_mib"] = max(sampler.peak, proc.hwm_mib(inst.process.pid))
         if not inst.process.alive():
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="auth-proxy-bench-"))
     work.chmod(0o755)
     nginx = None
-    listener = TcpSink()
+    listener = HangingServer()  # the denied host: counts connections, never answers
     try:
         certs = env.Certs.make(work)
         nginx, upstream_port = env.start_nginx(work, certs)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.listeners import TcpSink
+from tests.support.faulty_upstreams import HangingServer
 from tests.support.processes import wait_until
 from tests.support.proxy import PROXY_COMMANDS, REPO, Proxy, with_faults
 from tests.support.testnet import LoopbackNet
@@ -19,7 +19,7 @@ from tests.support.testnet import LoopbackNet
 
 @pytest.fixture
 def sink():
-    s = TcpSink()
+    s = HangingServer()  # records what it receives, never answers
     yield s
     s.close()
 
@@ -49,7 +49,7 @@ def handshake_through_tunnel(proxy: Proxy, host: str, port: int, sni: str) -> Ex
     ],
 )
 def test_sni_must_name_the_tunnel_target(
-    make_proxy, testnet: LoopbackNet, tmp_path: Path, sink: TcpSink, sni: str, refused: bool
+    make_proxy, testnet: LoopbackNet, tmp_path: Path, sink: HangingServer, sni: str, refused: bool
 ) -> None:
     policy = testnet.write_policy(tmp_path / "policy.yaml", "sink.test", ports=(sink.port,))
     proxy = make_proxy(policy)
