@@ -246,7 +246,9 @@ class Allowlist:
     def render_metrics(self) -> str:
         current = self.policy
         rendered = self.metrics.render(
-            current.entry_count if current else 0, self.readiness().ready
+            current.entry_count if current else 0,
+            self._limits.open_connections,
+            self.readiness().ready,
         )
         return rendered + self._limits.render_metrics()
 
@@ -416,7 +418,6 @@ class Allowlist:
         self._unpin(data)
 
     def client_connected(self, client) -> None:
-        self.metrics.open_connections += 1
         try:
             self._limits.client_connected(client)
         except Exception:
@@ -424,7 +425,6 @@ class Allowlist:
             client.error = "auth-proxy: policy-error"
 
     def client_disconnected(self, client) -> None:
-        self.metrics.open_connections -= 1
         self._tunnels.pop(client.id, None)
         self._approvals.pop(client.id, None)
         self.refused_tls.discard(client.id)

@@ -35,14 +35,13 @@ def emit(event: str, **fields: Any) -> None:
 @dataclass
 class Metrics:
     decisions: Counter[tuple[bool, str]] = field(default_factory=Counter)
-    open_connections: int = 0
     reload_errors: int = 0
     reloads: int = 0
 
     def count(self, decision: Decision) -> None:
         self.decisions[(decision.allow, decision.reason)] += 1
 
-    def render(self, policy_entries: int, ready: bool) -> str:
+    def render(self, policy_entries: int, open_connections: int, ready: bool) -> str:
         lines = [
             "# HELP auth_proxy_decisions_total Proxy decisions by result and reason.",
             "# TYPE auth_proxy_decisions_total counter",
@@ -55,7 +54,7 @@ class Metrics:
         lines += [
             "# HELP auth_proxy_open_connections Client connections open now.",
             "# TYPE auth_proxy_open_connections gauge",
-            f"auth_proxy_open_connections {self.open_connections}",
+            f"auth_proxy_open_connections {open_connections}",
             "# HELP auth_proxy_policy_entries Entries in the policy in force.",
             "# TYPE auth_proxy_policy_entries gauge",
             f"auth_proxy_policy_entries {policy_entries}",

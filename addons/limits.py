@@ -129,6 +129,10 @@ class ConnectionLimits:
         self.refused.discard(client.id)
         self._disarm(client.id)
 
+    @property
+    def open_connections(self) -> int:
+        return len(self.admitted) + len(self.refused)
+
     def refusal(self, flow: http.HTTPFlow) -> str | None:
         """The reason to refuse this connection's request before any decision, if any."""
         if flow.client_conn.id in self.refused:
