@@ -58,6 +58,7 @@ class Allowlist:
     # -- options and lifecycle -------------------------------------------------------------
 
     def load(self, loader) -> None:
+        events.demote_per_request_notices(True)
         # Help texts are single paragraphs: mitmproxy compares them verbatim when a script
         # reloads, and a mismatch resets the option to its default.
         loader.add_option(
@@ -214,6 +215,7 @@ class Allowlist:
         self._limits.cancel_all()
         self._deadlines.cancel_all()
         self._shutdown.uninstall()
+        events.demote_per_request_notices(False)
 
     # -- health ----------------------------------------------------------------------------
 

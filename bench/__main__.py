@@ -1,7 +1,9 @@
-"""`python -m bench [--quick]`: see docs/bench.md.
+"""`python -m bench [--quick] [--venv]`: the proxies side by side on loopback (README: Performance).
 
 Targets: direct (curl straight to nginx), sidecar (images/sidecar/entrypoint.sh -> auth-proxy),
-mitmdump (`mitmdump -s addons/allowlist.py`) and squid (Squid 5 ssl-bump). Each repetition starts
+mitmdump (`mitmdump -s addons/allowlist.py`) and squid (Squid 5 ssl-bump). The sidecar and
+mitmdump run from the sidecar image, unpacked (bench/imageroot.py), so they use the interpreter
+and packages that the image ships; `--venv` runs them from this venv instead. Each repetition starts
 every proxy fresh (start-up times), measures idle memory, runs every regime, reads peak memory and
 stops it; the order of the targets rotates from one repetition to the next (interleaved).
 """
@@ -19,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import env, load, policy_micro, proc, report
+from bench import env, imageroot, load, policy_micro, proc, report
 from tests.support.faulty_upstreams import HangingServer
 
 TARGETS = ("direct", "squid", "mitmdump", "sidecar")
@@ -179,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="seconds per regime (default 6, quick 2)")
     ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    ap.add_argument(
+        "--venv",
+        action="store_true",
+        help="run sidecar and mitmdump from this venv, not from the sidecar image",
+    )
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (logs)")
     args = ap.parse_args(argv)
     reps = args.reps or (1 if args.quick else 3)
@@ -190,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="auth-proxy-bench-"))
     work.chmod(0o755)
     nginx = None
+    proxies_python = sys.version.split()[0]
     listener = HangingServer()  # the denied host: counts connections, never answers
     try:
         certs = env.Certs.make(work)
         nginx, upstream_port = env.start_nginx(work, certs)
         hosts, policy_file = env.write_world_files(work, upstream_port)
         world = env.World(work, certs, upstream_port, listener.port, hosts, policy_file)
+        if not args.venv and {"sidecar", "mitmdump"} & set(targets):
+            world.root = imageroot.unpack(work)
+            proxies_python = world.root.python_version()
         world.extra["listener"] = listener
         if "squid" in targets:
             world.extra["squid"] = env.prepare_squid(world)
@@ -225,11 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "quick": args.quick,
+        "proxies_from": "venv" if args.venv else "sidecar image",
         "repetitions": reps,
         "seconds_per_regime": duration,
         "wall_seconds": round(time.monotonic() - began, 1),
         "machine": f"{platform.machine()}, {_cores()} cores, {platform.release()}",
-        "python": sys.version.split()[0],
+        "python": proxies_python,
         "versions": _versions(),
         "commit": _commit(),
     }

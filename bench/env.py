@@ -19,6 +19,8 @@ from pathlib import Path
 
 import trustme
 
+from bench import imageroot
+from bench.imageroot import ImageRoot
 from tests.support.processes import with_hosts_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,6 +203,8 @@ class World:
     denied_port: int
     hosts_file: Path
     policy_file: Path
+    # The sidecar image unpacked (the default); None runs the proxies from this venv instead.
+    root: ImageRoot | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -241,62 +245,89 @@ def _clean_env(**extra: str) -> dict[str, str]:
     }
 
 
-def start_sidecar(
-    world: World, run_dir: Path, extra_args: list[str] | None = None
-) -> ProxyInstance:
-    """Our sidecar as the image runs it: the image's entrypoint (images/sidecar/entrypoint.sh),
-    with the image's environment, execs `auth-proxy` (from the venv here) with the same options."""
+def start_sidecar(world: World, run_dir: Path) -> ProxyInstance:
+    """Our sidecar as the image runs it: the image's entrypoint (images/sidecar/entrypoint.sh)
+    with the image's environment execs `auth-proxy` with the same options, from the unpacked
+    image (or from this venv without one)."""
     port, health = free_port(), free_port()
-    ca_mount = run_dir / "certs"
-    ca_mount.mkdir()
-    shutil.copy(world.certs.proxy_ca_dir / "ca.crt", ca_mount / "tls.crt")
-    shutil.copy(world.certs.proxy_ca_dir / "ca.key", ca_mount / "tls.key")
+    files = {
+        "certs/tls.crt": world.certs.proxy_ca_dir / "ca.crt",
+        "certs/tls.key": world.certs.proxy_ca_dir / "ca.key",
+        "policy.yaml": world.policy_file,
+        "upstream-ca.pem": world.certs.upstream_ca,
+    }
+    if world.root is None:
+        folder, entrypoint, base_env = run_dir / "files", REPO / "images/sidecar/entrypoint.sh", {}
+        _copy(files, folder)
+    else:
+        folder = world.root.place(f"sidecar-{port}", files)
+        entrypoint, base_env = Path(world.root.entrypoint[0]), world.root.env
     env = _clean_env(
+        **base_env,
         AUTH_PROXY_LISTEN_HOST="127.0.0.1",
         AUTH_PROXY_LISTEN_PORT=str(port),
         AUTH_PROXY_HEALTH_HOST="127.0.0.1",
         AUTH_PROXY_HEALTH_PORT=str(health),
-        AUTH_PROXY_CA_DIR=str(ca_mount),
-        AUTH_PROXY_POLICY=str(world.policy_file),
-        AUTH_PROXY_CONFDIR=str(run_dir / "confdir"),
+        AUTH_PROXY_CA_DIR=str(folder / "certs"),
+        AUTH_PROXY_POLICY=str(folder / "policy.yaml"),
+        AUTH_PROXY_CONFDIR=str(folder / "confdir"),
         AUTH_PROXY_LOG_LEVEL="info",
     )
-    cmd = [
-        str(REPO / "images" / "sidecar" / "entrypoint.sh"),
-        "--set",
-        f"ssl_verify_upstream_trusted_ca={world.certs.upstream_ca}",
-        *(extra_args or []),
-    ]
-    proc = Process(with_hosts_file(world.hosts_file, cmd), run_dir, "sidecar", env)
+    argv = [str(entrypoint), "--set", f"ssl_verify_upstream_trusted_ca={folder}/upstream-ca.pem"]
+    proc = Process(_command(world, argv), run_dir, "sidecar", env)
     return ProxyInstance("sidecar", proc, port, health)
 
 
 def start_mitmdump(world: World, run_dir: Path) -> ProxyInstance:
-    """Stock mitmdump with the addon, the same options (no -q: the addon sets flow_detail=0)."""
+    """Stock mitmdump with the addon and the same options (no -q: the addon sets flow_detail=0),
+    from the same interpreter and packages as the sidecar."""
     port, health = free_port(), free_port()
-    confdir = run_dir / "confdir"
-    shutil.copytree(world.certs.proxy_ca_dir, confdir)
-    cmd = [
-        str(VENV_BIN / "mitmdump"),
+    ca = world.certs.proxy_ca_dir
+    files = {
+        "confdir/mitmproxy-ca.pem": ca / "mitmproxy-ca.pem",
+        "confdir/mitmproxy-ca-cert.pem": ca / "ca.crt",
+        "policy.yaml": world.policy_file,
+        "upstream-ca.pem": world.certs.upstream_ca,
+    }
+    if world.root is None:
+        folder, mitmdump, addon, base_env = run_dir / "files", VENV_BIN / "mitmdump", REPO, {}
+        _copy(files, folder)
+    else:
+        folder = world.root.place(f"mitmdump-{port}", files)
+        mitmdump, addon, base_env = world.root.which("mitmdump"), imageroot.APP, world.root.env
+    argv = [
+        str(mitmdump),
         "-s",
-        str(REPO / "addons" / "allowlist.py"),
+        str(addon / "addons" / "allowlist.py"),
         "--listen-host",
         "127.0.0.1",
         "--listen-port",
         str(port),
         "--set",
-        f"confdir={confdir}",
+        f"confdir={folder}/confdir",
         "--set",
         "health_host=127.0.0.1",
         "--set",
         f"health_port={health}",
         "--set",
-        f"allowlist={world.policy_file}",
+        f"allowlist={folder}/policy.yaml",
         "--set",
-        f"ssl_verify_upstream_trusted_ca={world.certs.upstream_ca}",
+        f"ssl_verify_upstream_trusted_ca={folder}/upstream-ca.pem",
     ]
-    proc = Process(with_hosts_file(world.hosts_file, cmd), run_dir, "mitmdump", _clean_env())
+    proc = Process(_command(world, argv), run_dir, "mitmdump", _clean_env(**base_env))
     return ProxyInstance("mitmdump", proc, port, health)
+
+
+def _command(world: World, argv: list[str]) -> list[str]:
+    if world.root is None:
+        return with_hosts_file(world.hosts_file, argv)
+    return world.root.command(world.hosts_file, argv)
+
+
+def _copy(files: dict[str, Path], folder: Path) -> None:
+    for target, source in files.items():
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / target)
 
 
 def prepare_squid(world: World) -> Path:

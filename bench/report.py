@@ -193,7 +193,8 @@ def markdown(summary: dict, meta: dict) -> str:
     lines = [
         f"Medians of {meta['repetitions']} interleaved repetition(s), {meta['seconds_per_regime']:g} s "
         f"per regime{' (QUICK)' if meta['quick'] else ''}; {meta['machine']}; {meta['date']}; "
-        f"commit {meta['commit']}.",
+        f"commit {meta['commit']}. Sidecar and mitmdump ran from the {meta.get('proxies_from', 'venv')}"
+        f" (Python {meta['python']}).",
         "",
         head,
         "|---" * 8 + "|",

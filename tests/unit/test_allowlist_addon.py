@@ -4,6 +4,7 @@ and that every hook denies when the code behind it raises."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,40 @@ def test_established_tls_connections_release_idle_buffers() -> None:
     addon = Allowlist()
     addon.tls_established_server(tls.TlsData(tflow.tserver_conn(), None, conn))  # type: ignore[arg-type]
     assert mode_of(conn) & release
+
+
+@pytest.mark.parametrize(
+    ("message", "level", "expected_level"),
+    [
+        ("Streaming response from example.com.", logging.INFO, logging.DEBUG),
+        ("Streaming request to example.com.", logging.INFO, logging.DEBUG),
+        ("server connect example.com:443", logging.INFO, logging.INFO),
+        ("Streaming response from example.com.", logging.WARNING, logging.WARNING),
+    ],
+    ids=[
+        "streaming-response-demoted",
+        "streaming-request-demoted",
+        "connection-lines-kept",
+        "warnings-kept",
+    ],
+)
+async def test_per_request_streaming_notices_are_debug_while_the_addon_is_loaded(
+    message: str, level: int, expected_level: int
+) -> None:
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    logger = logging.getLogger("mitmproxy.proxy.server")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        addon = Allowlist()
+        with taddons.context(addon) as tctx:
+            logger.log(level, message)
+            tctx.master.addons.remove(addon)
+            logger.log(level, message)  # unloaded: untouched
+    finally:
+        logger.setLevel(old_level)
+        logger.removeHandler(handler)
+    assert [r.levelno for r in seen] == [expected_level, level]

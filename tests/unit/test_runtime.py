@@ -47,3 +47,32 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
         "ErrorCheck",
     ]
     assert listen_host == "127.0.0.1"
+
+
+TYPE_CHECK_PROBE = """
+import sys
+from mitmproxy import http
+if sys.argv[1] == "runtime":
+    import addons.runtime
+try:
+    http.Headers(content_type=b"text/plain")  # a str/bytes mix is fine; the next is not
+    http.Response.make(200, b"", {"x": "y"}).data.__class__(
+        http_version=b"HTTP/1.1", headers="not headers", content=b"", trailers=None,
+        timestamp_start=0.0, timestamp_end=None, status_code=200, reason=b"OK",
+    )
+    print("unchecked")
+except TypeError:
+    print("checked")
+"""
+
+
+def test_runtime_drops_only_the_message_type_check_that_mitmdump_keeps() -> None:
+    def probe(mode: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", TYPE_CHECK_PROBE, mode],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return result.stdout.strip()
+
+    assert probe("mitmdump") == "checked"
+    assert probe("runtime") == "unchecked"
