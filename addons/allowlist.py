@@ -20,7 +20,7 @@ if __package__ in (None, "", "__mitmproxy_script__"):
 from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from addons import ca_check, events, flows, guard, limits, policy, resolver, shutdown
+from addons import ca_check, events, flows, guard, limits, policy, resolver, shutdown, tls_buffers
 from addons import upstream_errors as upstream
 from addons.addresses import any_forbidden
 from addons.health import HealthServer, Readiness
@@ -54,6 +54,7 @@ class Allowlist:
         self._limits = limits.ConnectionLimits()
         self._deadlines = upstream.UpstreamDeadlines(lambda: ctx.options.upstream_timeout)
         self._shutdown = shutdown.GracefulShutdown()
+        self._bios = tls_buffers.BioSweeper()
 
     # -- options and lifecycle -------------------------------------------------------------
 
@@ -161,6 +162,7 @@ class Allowlist:
         upstream.install()
         self._limits.running()
         self._shutdown.install()
+        self._bios.start()
         try:
             ca_check.check_at_start(ctx.options.confdir, ctx.options.ca_required)
         except exceptions.OptionsError as e:
@@ -215,6 +217,7 @@ class Allowlist:
         self._limits.cancel_all()
         self._deadlines.cancel_all()
         self._shutdown.uninstall()
+        self._bios.stop()
         events.demote_per_request_notices(False)
 
     # -- health ----------------------------------------------------------------------------
@@ -467,10 +470,12 @@ class Allowlist:
             data.ssl_conn = flows.refusing_tls(server_side=True)
 
     def tls_established_client(self, data: tls.TlsData) -> None:
-        flows.release_idle_tls_buffers(data.ssl_conn)
+        tls_buffers.release_idle_tls_buffers(data.ssl_conn)
+        self._bios.track(data.ssl_conn)
 
     def tls_established_server(self, data: tls.TlsData) -> None:
-        flows.release_idle_tls_buffers(data.ssl_conn)
+        tls_buffers.release_idle_tls_buffers(data.ssl_conn)
+        self._bios.track(data.ssl_conn)
 
     # -- forwarding ------------------------------------------------------------------------
 

@@ -49,13 +49,3 @@ def refusing_tls(server_side: bool) -> SSL.Connection:
     else:
         conn.set_accept_state()
     return conn
-
-
-def release_idle_tls_buffers(conn: SSL.Connection | None) -> None:
-    """Let OpenSSL free a connection's record buffers (about 34 KiB each way) while idle.
-
-    Open tunnels mostly sit idle; without this every one holds its buffers, and a few hundred
-    tunnels alone pass the sidecar's memory limit. pyOpenSSL has no per-connection call for it.
-    """
-    if conn is not None:
-        SSL._lib.SSL_set_mode(conn._ssl, SSL._lib.SSL_MODE_RELEASE_BUFFERS)

@@ -15,27 +15,17 @@ from collections.abc import Sequence
 from addons import lean_imports
 
 # isort: split
-from mitmproxy import http, master, options
+from mitmproxy import master, options
 from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLog
 from mitmproxy.tools import main as mitmproxy_main
 
+from addons import tuning
 from addons.allowlist import Allowlist
 from addons.dispatch import CachedAddonManager
 
 lean_imports.imports_done()
-
-
-def _skip_message_type_check(self) -> None:
-    pass
-
-
-# mitmproxy type-checks every field of every HTTP message it makes, unless Python runs with -O
-# (`if __debug__:` around MessageData.__post_init__). That was a fifth of the proxy's CPU per
-# keep-alive request. -O would also drop the asserts that guard mitmproxy's own invariants, which
-# a security boundary keeps, so only the type check goes. The checks catch programming errors
-# in code that builds messages; the test suite runs the addon under mitmdump too, with them on.
-http.MessageData.__post_init__ = _skip_message_type_check  # type: ignore[method-assign]
+tuning.apply()
 
 
 class SidecarMaster(master.Master):

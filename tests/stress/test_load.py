@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from k8s.settings import SIDECAR_RESOURCES
 from tests.stress.conftest import FULL, Report, scale
 from tests.support.loadclient import Tunnel, client_context
 from tests.support.proxy import Proxy
@@ -184,3 +185,18 @@ def test_soak_http1_and_http2_memory_steady(
 def test_short_form_is_short() -> None:
     """Guard for the scaling itself: the short form keeps every category, only smaller."""
     assert FULL or (TUNNELS, REQUESTS, SOAK_SECONDS) == (100, 2_000, 20)
+
+
+# The sidecar container's limit in the pod specs (128Mi).
+POD_MEMORY_LIMIT_KIB = int(SIDECAR_RESOURCES.memory_limit.removesuffix("Mi")) * 1024
+
+
+def test_peak_memory_of_the_load_inside_the_pod_limit(sidecar: Proxy, report: Report) -> None:
+    """Last in this file: the sidecar's high-water mark over every load above (tunnels held
+    open, bodies of every size, the soak) stays inside the container's memory limit."""
+    row = report.add("load", "peak RSS over the load tests", tried=1)
+    status = Path(f"/proc/{sidecar.process.pid}/status").read_text().splitlines()
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    row.detail = f"VmHWM {peak >> 10} MiB (limit {POD_MEMORY_LIMIT_KIB >> 10} MiB)"
+    assert peak < POD_MEMORY_LIMIT_KIB, row.detail
+    row.passed = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 PROBE = """
 import sys
 import addons.runtime
@@ -49,30 +51,47 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
     assert listen_host == "127.0.0.1"
 
 
-TYPE_CHECK_PROBE = """
+TUNING_PROBE = """
 import sys
 from mitmproxy import http
+from mitmproxy.proxy import context, layer
+from mitmproxy.test import taddons, tflow
+from mitmproxy.net import tls as net_tls
 if sys.argv[1] == "runtime":
     import addons.runtime
+    from addons import tuning
+    factory = net_tls.create_client_proxy_context
+    tuning.apply()  # again: changes nothing
+    assert net_tls.create_client_proxy_context is factory
+print(getattr(net_tls.create_client_proxy_context, "lean", False))
 try:
-    http.Headers(content_type=b"text/plain")  # a str/bytes mix is fine; the next is not
-    http.Response.make(200, b"", {"x": "y"}).data.__class__(
+    http.Response.make(200).data.__class__(
         http_version=b"HTTP/1.1", headers="not headers", content=b"", trailers=None,
         timestamp_start=0.0, timestamp_end=None, status_code=200, reason=b"OK",
     )
     print("unchecked")
 except TypeError:
     print("checked")
+with taddons.context() as tctx:
+    queue = layer.Layer(context.Context(tflow.tclient_conn(), tctx.options))._paused_event_queue
+    queue.append(1)
+    queue.append(2)
+    print(type(queue).__name__, queue.popleft(), bool(queue), list(queue))
 """
 
 
-def test_runtime_drops_only_the_message_type_check_that_mitmdump_keeps() -> None:
-    def probe(mode: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-c", TYPE_CHECK_PROBE, mode],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        return result.stdout.strip()
-
-    assert probe("mitmdump") == "checked"
-    assert probe("runtime") == "unchecked"
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        pytest.param("mitmdump", ["False", "checked", "deque 1 True [2]"], id="mitmdump-untouched"),
+        pytest.param("runtime", ["True", "unchecked", "EventQueue 1 True [2]"], id="runtime-tuned"),
+    ],
+)
+def test_runtime_tuning_drops_the_type_check_and_keeps_queue_behaviour(
+    mode: str, expected: list[str]
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", TUNING_PROBE, mode],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == expected
