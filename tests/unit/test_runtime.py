@@ -63,7 +63,9 @@ if sys.argv[1] == "runtime":
     factory = net_tls.create_client_proxy_context
     tuning.apply()  # again: changes nothing
     assert net_tls.create_client_proxy_context is factory
-print(getattr(net_tls.create_client_proxy_context, "lean", False))
+from mitmproxy.proxy.layers.http import _http_h2
+print(getattr(net_tls.create_client_proxy_context, "lean", False),
+      _http_h2.BufferedH2Connection.MAX_CLOSED_STREAMS)
 try:
     http.Response.make(200).data.__class__(
         http_version=b"HTTP/1.1", headers="not headers", content=b"", trailers=None,
@@ -83,8 +85,12 @@ with taddons.context() as tctx:
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        pytest.param("mitmdump", ["False", "checked", "deque 1 True [2]"], id="mitmdump-untouched"),
-        pytest.param("runtime", ["True", "unchecked", "EventQueue 1 True [2]"], id="runtime-tuned"),
+        pytest.param(
+            "mitmdump", ["False 65536", "checked", "deque 1 True [2]"], id="mitmdump-untouched"
+        ),
+        pytest.param(
+            "runtime", ["True 1024", "unchecked", "EventQueue 1 True [2]"], id="runtime-tuned"
+        ),
     ],
 )
 def test_runtime_tuning_drops_the_type_check_and_keeps_queue_behaviour(

@@ -4,6 +4,9 @@ workload's leg only, unless tls_ecdh_curve_client says otherwise."""
 from __future__ import annotations
 
 import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from addons import tuning
@@ -50,3 +53,39 @@ def test_lean_contexts(groups, options, client_groups, handshakes) -> None:
     else:
         with pytest.raises((SSL.Error, AssertionError)):
             pair.handshake()
+
+
+def leaf() -> tuple[x509.Certificate, object]:
+    issued = trustme.CA().issue_cert("leaf.test")
+    cert = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes())
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+    return cert, key
+
+
+def test_connections_share_one_openssl_copy_of_a_leaf_and_its_key() -> None:
+    cert, key = leaf()
+    other_cert, other_key = leaf()
+    conns = [SSL.Connection(SSL.Context(SSL.TLS_METHOD)) for _ in range(3)]
+    for conn, (c, k) in zip(
+        conns, [(cert, key), (cert, key), (other_cert, other_key)], strict=True
+    ):
+        tuning._use_shared_certificate(conn, c)
+        tuning._use_shared_privatekey(conn, k)
+
+    def pointer(conn: SSL.Connection) -> int:
+        return int(SSL._ffi.cast("uintptr_t", SSL._lib.SSL_get_certificate(conn._ssl)))
+
+    assert pointer(conns[0]) == pointer(conns[1]) != pointer(conns[2])
+    assert tuning._private_keys.get(key) is tuning._private_keys.get(key)
+    assert conns[0].get_certificate().to_cryptography() == cert
+    assert conns[2].get_certificate().to_cryptography() == other_cert
+
+
+def test_converted_keeps_the_most_recently_used() -> None:
+    made: list[str] = []
+    converted = tuning.Converted(lambda o: made.append(o) or f"converted {o}", size=2)
+    a, b, c = "a", "b", "c"
+    assert [converted.get(x) for x in (a, b, a, c, a, b)] == [
+        "converted a", "converted b", "converted a", "converted c", "converted a", "converted b",
+    ]  # fmt: skip
+    assert made == ["a", "b", "c", "b"]  # b was least recently used when c came
