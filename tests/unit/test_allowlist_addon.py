@@ -412,3 +412,16 @@ async def test_per_request_streaming_notices_are_debug_while_the_addon_is_loaded
         logger.setLevel(old_level)
         logger.removeHandler(handler)
     assert [r.levelno for r in seen] == [expected_level, level]
+
+
+def test_client_tls_established_drops_the_upstream_certificates_it_no_longer_needs() -> None:
+    from OpenSSL import SSL
+
+    ctx = context.Context(tflow.tclient_conn(), None)  # type: ignore[arg-type]
+    ctx.server = tflow.tserver_conn()
+    ctx.server.certificate_list = [object()]  # type: ignore[list-item]
+    conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
+
+    Allowlist().tls_established_client(tls.TlsData(ctx.client, ctx, conn))
+
+    assert ctx.server.certificate_list == []
