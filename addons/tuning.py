@@ -1,8 +1,11 @@
-"""Changes to mitmproxy internals that the `auth-proxy` runtime makes for CPU and memory.
+"""Changes to mitmproxy, pyOpenSSL and the garbage collector that the `auth-proxy` runtime
+makes for CPU and memory (README: "What the sidecar's runtime does differently from mitmdump").
 
-Each one keeps mitmproxy's behaviour and was measured with `make bench` or the tunnel memory
-check; `mitmdump -s addons/allowlist.py` runs without them, and the proxy test suite runs
-against both. They touch mitmproxy 12.3 internals (pinned `~=12.3.1`): re-check on upgrade.
+Each was measured with `make bench`, the stress suite or a tunnel memory check, and keeps what
+clients and upstreams see, except the two noted where they are set (key-exchange groups on the
+in-pod leg; how long HTTP/2 remembers closed streams). `mitmdump -s addons/allowlist.py` runs
+without them, and the proxy test suite runs against both. They touch mitmproxy 12.3 internals
+(pinned `~=12.3.1`): re-check on upgrade. `apply()` may be called more than once.
 """
 
 from __future__ import annotations
