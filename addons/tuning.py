@@ -91,10 +91,13 @@ def _lean_contexts(
     @functools.wraps(factory)
     def make(*args, **kwargs) -> SSL.Context:
         context = factory(*args, **kwargs)
+        if getattr(context, "auth_proxy_lean", False):  # cached: tuned at its first use
+            return context
         SSL._lib.SSL_CTX_set_mode(context._context, SSL._lib.SSL_MODE_RELEASE_BUFFERS)
         if groups is not None and kwargs.get("ecdh_curve") is None:  # tls_ecdh_curve_client wins
             ok = SSL._lib.SSL_CTX_set1_curves_list(context._context, groups)
             SSL._openssl_assert(ok == 1)
+        context.auth_proxy_lean = True  # type: ignore[attr-defined]
         return context
 
     make.lean = True  # type: ignore[attr-defined]

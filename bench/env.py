@@ -258,7 +258,7 @@ def start_sidecar(world: World, run_dir: Path) -> ProxyInstance:
     }
     if world.root is None:
         folder, entrypoint, base_env = run_dir / "files", REPO / "images/sidecar/entrypoint.sh", {}
-        _copy(files, folder)
+        imageroot.copy_files(files, folder)
     else:
         folder = world.root.place(f"sidecar-{port}", files)
         entrypoint, base_env = Path(world.root.entrypoint[0]), world.root.env
@@ -291,7 +291,7 @@ def start_mitmdump(world: World, run_dir: Path) -> ProxyInstance:
     }
     if world.root is None:
         folder, mitmdump, addon, base_env = run_dir / "files", VENV_BIN / "mitmdump", REPO, {}
-        _copy(files, folder)
+        imageroot.copy_files(files, folder)
     else:
         folder = world.root.place(f"mitmdump-{port}", files)
         mitmdump, addon, base_env = world.root.which("mitmdump"), imageroot.APP, world.root.env
@@ -322,12 +322,6 @@ def _command(world: World, argv: list[str]) -> list[str]:
     if world.root is None:
         return with_hosts_file(world.hosts_file, argv)
     return world.root.command(world.hosts_file, argv)
-
-
-def _copy(files: dict[str, Path], folder: Path) -> None:
-    for target, source in files.items():
-        (folder / target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source, folder / target)
 
 
 def prepare_squid(world: World) -> Path:

@@ -72,15 +72,19 @@ class ImageRoot:
         inside = Path("/run/bench") / name
         folder = self.path / inside.relative_to("/")
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for target, source in files.items():
-            (folder / target).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, folder / target)
+        copy_files(files, folder)
         uid, gid = (int(x) for x in self.user.split(":"))
         for p in [folder, *folder.rglob("*")]:
             os.chown(p, uid, gid)
             os.chmod(p, 0o700 if p.is_dir() else 0o600)
         return inside
+
+
+def copy_files(files: dict[str, Path], folder: Path) -> None:
+    """`files` maps a path under `folder` to the file to copy there."""
+    for target, source in files.items():
+        (folder / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / target)
 
 
 def unpack(work: Path) -> ImageRoot:

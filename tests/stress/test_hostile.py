@@ -16,6 +16,7 @@ import pytest
 
 from tests.stress.conftest import Report, scale
 from tests.support.faulty_upstreams import AnsweringServer
+from tests.support.loadclient import ProtocolError, Tunnel
 from tests.support.processes import ManagedProcess, port_open, wait_until
 from tests.support.proxy import Proxy, generate_ca
 from tests.support.testnet import HOSTS, LoopbackNet
@@ -221,21 +222,15 @@ def test_many_hostnames_keep_cert_cache_bounded(
 
     async def handshake(i: int) -> bool:
         host = f"h{i}.many.test"
+        tunnel = Tunnel(hostile_proxy.port, host, testnet.tls_port, context)
         try:
-            async with asyncio.timeout(30):
-                reader, writer = await asyncio.open_connection("127.0.0.1", hostile_proxy.port)
-                authority = f"{host}:{testnet.tls_port}"
-                writer.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
-                head = await reader.readuntil(b"\r\n\r\n")
-                if not head.startswith(b"HTTP/1.1 200"):
-                    writer.close()
-                    return False
-                await writer.start_tls(context, server_hostname=host)
-                cert = writer.get_extra_info("peercert")
-                writer.close()
-                return any(v == host for _, v in cert.get("subjectAltName", ()))
-        except (OSError, TimeoutError, ssl.SSLError):
+            await tunnel.open(timeout=30)
+        except (OSError, TimeoutError, ssl.SSLError, ProtocolError):
             return False
+        assert tunnel.writer is not None
+        cert = tunnel.writer.get_extra_info("peercert")
+        tunnel.close()
+        return any(v == host for _, v in cert.get("subjectAltName", ()))
 
     async def run() -> tuple[int, int]:
         ok = peak = 0
