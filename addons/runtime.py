@@ -20,7 +20,7 @@ from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyser
 from mitmproxy.addons.termlog import TermLog
 from mitmproxy.tools import main as mitmproxy_main
 
-from addons import tuning
+from addons import inline_hooks, tuning
 from addons.allowlist import Allowlist
 from addons.dispatch import CachedAddonManager
 
@@ -32,6 +32,7 @@ class SidecarMaster(master.Master):
     def __init__(self, opts: options.Options, event_loop=None) -> None:
         super().__init__(opts, event_loop=event_loop, with_termlog=False)
         self.addons = CachedAddonManager(self)
+        inline_hooks.install(self.addons)
         # mitmproxy re-sends every log record, per-request ones included, as a deprecated
         # `add_log` event (format, a thread-safe loop wakeup, a hook dispatch); no addon loaded
         # here reads it. TermLog still prints the same lines.

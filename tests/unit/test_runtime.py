@@ -32,12 +32,15 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
         "    m = SidecarMaster(options.Options())\n"
         "    print(' '.join(type(a).__name__ for a in m.addons.chain))\n"
         "    print(m.options.listen_host)\n"
+        "    from mitmproxy.proxy import layer\n"
+        "    from addons import inline_hooks\n"
+        "    print(layer.Layer.handle_event is inline_hooks._handle_event)\n"
         "asyncio.run(main())\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
-    chain, listen_host = result.stdout.splitlines()
+    chain, listen_host, hooks_inline = result.stdout.splitlines()
     assert chain.split() == [
         "TermLog",
         "Core",
@@ -49,6 +52,7 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
         "ErrorCheck",
     ]
     assert listen_host == "127.0.0.1"
+    assert hooks_inline == "True"
 
 
 TUNING_PROBE = """
