@@ -37,7 +37,7 @@ def emit(event: str, **fields: Any) -> None:
 # addon streams all bodies. In a sidecar's log they are per-request noise, and formatting and
 # writing them cost 2% of the keep-alive CPU. At debug verbosity they still show.
 _SERVER_LOGGER = "mitmproxy.proxy.server"
-_PER_REQUEST_NOTICES = ("Streaming request to ", "Streaming response from ")
+PER_REQUEST_NOTICES = ("Streaming request to ", "Streaming response from ")
 
 
 def demote_per_request_notice(record: logging.LogRecord) -> bool:
@@ -45,7 +45,7 @@ def demote_per_request_notice(record: logging.LogRecord) -> bool:
     if (
         record.levelno == logging.INFO
         and isinstance(record.msg, str)
-        and record.msg.startswith(_PER_REQUEST_NOTICES)
+        and record.msg.startswith(PER_REQUEST_NOTICES)
     ):
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
     return True

@@ -29,6 +29,8 @@ def host_binding_holds(request: http.Request, host: str, port: int) -> bool:
     if request.authority:
         authorities.append(request.authority)
     for authority in authorities:
+        if authority == host or authority == f"{host}:{port}":
+            continue  # the common spelling, as parse_authority would read it
         named_host, named_port = parse_authority(authority, check=False)
         # `host` was approved, so it is well-formed: the same spelling needs no normalizing.
         if named_host != host and not policy.same_host(named_host, host):

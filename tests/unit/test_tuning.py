@@ -3,10 +3,14 @@ workload's leg only, unless tls_ecdh_curve_client says otherwise."""
 
 from __future__ import annotations
 
+import logging
+import typing
+
 import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from mitmproxy import http, optmanager
 from OpenSSL import SSL
 
 from addons import tuning
@@ -89,3 +93,62 @@ def test_converted_keeps_the_most_recently_used() -> None:
         "converted a", "converted b", "converted a", "converted c", "converted a", "converted b",
     ]  # fmt: skip
     assert made == ["a", "b", "c", "b"]  # b was least recently used when c came
+
+
+HEADERS = http.Headers(
+    [(b"Host", b"api.test"), (b"Accept", b"a"), (b"accept", b"b"), (b"X-Raw", b"\xff")]
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "get_all", "get", "contained"),
+    [
+        pytest.param("host", ["api.test"], "api.test", True, id="other-case"),
+        pytest.param(b"HOST", ["api.test"], "api.test", True, id="bytes-name"),
+        pytest.param("accept", ["a", "b"], "a, b", True, id="repeated-folded"),
+        pytest.param("x-raw", ["\udcff"], "\udcff", True, id="non-utf8-value"),
+        pytest.param("absent", [], None, False, id="absent"),
+    ],
+)  # fmt: skip
+def test_header_lookups_answer_as_mitmproxys(name, get_all, get, contained) -> None:
+    assert tuning._headers_get_all(HEADERS, name) == get_all == HEADERS.get_all(name)
+    assert tuning._headers_get(HEADERS, name) == get == HEADERS.get(name)
+    assert tuning._headers_get(HEADERS, name, "default") == (get or "default")
+    assert tuning._headers_contains(HEADERS, name) is contained is (name in HEADERS)
+
+
+def test_option_reads_copy_only_mutable_values() -> None:
+    opts = optmanager.OptManager()
+    opts.add_option("flag", bool, True, "a flag")
+    opts.add_option("names", typing.Sequence[str], ["a"], "some names")
+    flag, names = opts._options["flag"], opts._options["names"]
+
+    assert tuning._option_value(flag) is True
+    copied = tuning._option_value(names)
+    copied.append("b")
+    assert tuning._option_value(names) == ["a"]
+    opts.update(names=["c"])
+    assert tuning._option_value(names) == ["c"] and tuning._option_value(names) is not names.value
+
+
+@pytest.mark.parametrize(
+    ("message", "level", "handler_level", "logged"),
+    [
+        pytest.param("Streaming response from api.test.", logging.INFO, logging.INFO, False, id="notice-unshown"),
+        pytest.param("Streaming request to api.test.", logging.INFO, logging.DEBUG, True, id="notice-at-debug-verbosity"),
+        pytest.param("server connect api.test", logging.INFO, logging.INFO, True, id="other-info"),
+        pytest.param("Streaming response from api.test.", logging.WARNING, logging.INFO, True, id="notice-at-warning"),
+    ],
+)  # fmt: skip
+def test_per_request_notices_are_not_made_when_nothing_shows_them(
+    monkeypatch, message, level, handler_level, logged
+) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(tuning, "_connection_log", lambda self, m, lvl, exc: made.append(m))
+    handler = logging.NullHandler(handler_level)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(logging.getLogger("mitmproxy"), "handlers", [])
+
+    tuning._log_unless_unshown_notice(object(), message, level)
+    assert made == ([message] if logged else [])
