@@ -23,6 +23,7 @@ import h2.events
 from mitmproxy import http, optmanager
 from mitmproxy.net import tls as net_tls
 from mitmproxy.proxy import layer, server
+from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import _http2, _http_h2
 from OpenSSL import SSL, crypto
 
@@ -112,6 +113,29 @@ _IMMUTABLE = frozenset({type(None), bool, int, float, str, bytes})
 def _option_value(self: optmanager._Option) -> Any:
     value = self._default if self.value is optmanager.unset else self.value
     return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+
+
+_flow_done = http_layers.HttpStream.flow_done
+
+
+def _finished(_event):
+    """HttpStream.state_done, without a reference to the stream."""
+    yield from ()
+
+
+def _flow_done_and_unlinked(self: http_layers.HttpStream):
+    """mitmproxy's HTTP stream is in two reference cycles: it keeps its states as bound methods of
+    itself, and its context's list of layers holds it. So every finished request (stream, flow,
+    messages, headers: about 40 objects) waited for the garbage collector instead of being freed
+    when its connection layer dropped it: 9 MiB of the peak with 500 requests at once. Once the
+    flow is done and the stream dropped (no protocol upgrade), neither refers back."""
+    yield from _flow_done(self)
+    response = self.flow.response
+    if response is not None and response.status_code != 101:
+        self.client_state = self.server_state = _finished
+        layers = self.context.layers
+        if layers and layers[-1] is self:
+            layers.pop()
 
 
 def _shown(logger: logging.Logger, level: int) -> bool:
@@ -241,6 +265,7 @@ def apply() -> None:
     http.Headers.__contains__ = _headers_contains  # type: ignore[method-assign,assignment]
     optmanager._Option.current = _option_value  # type: ignore[method-assign]
     server.ConnectionHandler.log = _log_unless_unshown_notice  # type: ignore[method-assign]
+    http_layers.HttpStream.flow_done = _flow_done_and_unlinked  # type: ignore[method-assign]
     SSL.Connection.use_certificate = _use_shared_certificate  # type: ignore[method-assign]
     SSL.Connection.use_privatekey = _use_shared_privatekey  # type: ignore[method-assign]
     # tlsconfig calls these through the module at every handshake.

@@ -1,16 +1,22 @@
 """The runtime's TLS contexts: idle buffers released from the start; classic key exchange on the
-workload's leg only, unless tls_ecdh_curve_client says otherwise."""
+workload's leg only, unless tls_ecdh_curve_client says otherwise; and the other runtime changes
+answer as mitmproxy does."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import typing
+import weakref
 
 import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from mitmproxy import http, optmanager
+from mitmproxy import http, options, optmanager
+from mitmproxy.proxy import context
+from mitmproxy.proxy.layers import http as http_layers
+from mitmproxy.test import tflow
 from OpenSSL import SSL
 
 from addons import tuning
@@ -152,3 +158,36 @@ def test_per_request_notices_are_not_made_when_nothing_shows_them(
 
     tuning._log_unless_unshown_notice(object(), message, level)
     assert made == ([message] if logged else [])
+
+
+def finished_stream(status: int) -> http_layers.HttpStream:
+    flow = tflow.tflow(resp=True)
+    flow.response.status_code = status
+    stream = http_layers.HttpStream(context.Context(flow.client_conn, options.Options()), 1)
+    stream.flow = flow
+    stream.client_state = stream.server_state = stream.state_done
+    return stream
+
+
+def test_a_finished_stream_is_freed_without_the_garbage_collector() -> None:
+    stream = finished_stream(200)
+    expected = [type(c) for c in http_layers.HttpStream.flow_done(finished_stream(200))]
+
+    emitted = [type(c) for c in tuning._flow_done_and_unlinked(stream)]
+
+    assert emitted == expected == [http_layers.DropStream, http_layers.SendHttp]
+    assert list(stream.client_state(None)) == list(stream.server_state(None)) == []
+    freed = weakref.ref(stream)
+    gc.collect()  # earlier garbage (frames of the test's own calls) may still refer to it
+    gc.disable()
+    try:
+        del stream
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
+def test_an_upgraded_stream_keeps_its_states() -> None:
+    stream = finished_stream(101)
+    list(tuning._flow_done_and_unlinked(stream))
+    assert stream.client_state.__self__ is stream and stream in stream.context.layers
