@@ -11,7 +11,7 @@ skips `update` when nothing listens to it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mitmproxy import addonmanager, exceptions, flow, hooks
@@ -63,18 +63,23 @@ class CachedAddonManager(addonmanager.AddonManager):
             self._invalidate()
 
     async def trigger_event(self, event: hooks.Hook) -> None:
-        args = event.args()
-        for func in self.handlers(event.name):
-            try:
-                with addonmanager.safecall():
-                    result = func(*args)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-            except exceptions.AddonHalt:
-                return
+        await call_handlers(self.handlers(event.name), event.args())
 
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
         await self.trigger_event(event)
         message = event.args()[0]
         if isinstance(message, flow.Flow) and self.handlers("update"):
             await self.trigger_event(hooks.UpdateHook([message]))
+
+
+async def call_handlers(handlers: Sequence[Callable[..., Any]], args: Sequence[Any]) -> None:
+    """Call each handler in turn, as mitmproxy does: awaiting what it returns, logging its errors
+    ("Addon error: ..."), and stopping at AddonHalt."""
+    for func in handlers:
+        try:
+            with addonmanager.safecall():
+                result = func(*args)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+        except exceptions.AddonHalt:
+            return

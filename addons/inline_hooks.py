@@ -24,7 +24,7 @@ from typing import Any
 from mitmproxy import addonmanager, exceptions, flow
 from mitmproxy.proxy import commands, events, layer, mode_servers
 
-from addons.dispatch import CachedAddonManager
+from addons.dispatch import CachedAddonManager, call_handlers
 
 _HALT = object()  # an addon raised AddonHalt: later handlers of the hook are skipped
 
@@ -76,16 +76,8 @@ def _call(handler: Callable[..., Any], args: Sequence[Any]) -> Any:
 async def _finish(
     pending: asyncio.Future, handlers: Sequence[Callable[..., Any]], args: Sequence[Any]
 ) -> None:
-    try:
-        with addonmanager.safecall():
-            await pending
-        for handler in handlers:
-            with addonmanager.safecall():
-                result = handler(*args)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-    except exceptions.AddonHalt:
-        pass
+    # The handler that is still running comes first, awaited as any handler's coroutine is.
+    await call_handlers([lambda *_: pending, *handlers], args)
     data = args[0] if args else None
     if isinstance(data, flow.Flow):
         await data.wait_for_resume()
