@@ -100,6 +100,6 @@ def test_log_lines(proxy: Proxy, testnet: LoopbackNet) -> None:
         "SECRET-BODY",
     ):
         assert secret not in everything
-    for raw in proxy.process.stdout().splitlines():
+    for raw in proxy.stdout_lines():
         if raw.startswith("{"):
             json.loads(raw)

@@ -117,10 +117,16 @@ class Proxy:
         status, body = self.health("/readyz")
         return status, (json.loads(body) if body else {})
 
+    def stdout_lines(self) -> list[str]:
+        """The whole lines of the proxy's stdout (it may be writing the last one just now)."""
+        assert self.process is not None
+        complete, _, _ = self.process.stdout().rpartition("\n")
+        return complete.splitlines()
+
     def events(self, event: str | None = None) -> list[dict]:
         assert self.process is not None
         records = []
-        for line in self.process.stdout().splitlines():
+        for line in self.stdout_lines():
             if line.startswith("{"):
                 record = json.loads(line)
                 if event is None or record.get("event") == event:
