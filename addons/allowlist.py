@@ -470,7 +470,6 @@ class Allowlist:
             data.ssl_conn = flows.refusing_tls(server_side=True)
 
     def tls_established_client(self, data: tls.TlsData) -> None:
-        tls_buffers.release_idle_tls_buffers(data.ssl_conn)
         self._bios.track(data.ssl_conn)
         # The upstream's certificates were needed to make the client's leaf (upstream_cert), which
         # is done now. Parsed, with the names that mitmproxy read from them, they hold ~4 KiB
@@ -478,7 +477,6 @@ class Allowlist:
         data.context.server.certificate_list = []
 
     def tls_established_server(self, data: tls.TlsData) -> None:
-        tls_buffers.release_idle_tls_buffers(data.ssl_conn)
         self._bios.track(data.ssl_conn)
 
     # -- forwarding ------------------------------------------------------------------------

@@ -11,7 +11,8 @@ same arguments, at the same point of the layer's work (mitmproxy's eager tasks a
 right away), and their errors are logged the same way. When a handler has to wait (a coroutine
 that is not done after its first step) or an addon intercepted the flow, the layer pauses as
 usual and the connection handler awaits what is left instead of dispatching the hook again.
-Hooks that also go to `update` handlers, and non-blocking hooks, keep mitmproxy's path.
+Hooks that also go to `update` handlers, non-blocking hooks, and hooks raised while a layer
+catches up after a pause keep mitmproxy's path.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def _completed_inline(command: commands.Command) -> bool:
     return started and rest is None
 
 
-# Copies of mitmproxy 12.3's Layer.handle_event and Layer.__process, each with one addition
-# (marked). handle_event inlines __process, as upstream does, to keep the call stack short.
+# A copy of mitmproxy 12.3's Layer.handle_event, with one addition (marked). It inlines
+# Layer.__process, as upstream does, to keep the call stack short. __process itself stays as it
+# is: it only runs for a layer resuming after a pause, where hooks take mitmproxy's path as before.
 
 
 def _handle_event(self: Any, event: events.Event):
@@ -115,42 +117,16 @@ def _handle_event(self: Any, event: events.Event):
     if self.debug is not None:
         yield self._Layer__debug(f">> {event}")
     command_generator = self._handle_event(event)
-    send = None
     while True:
         try:
-            command = command_generator.send(send)
+            command = next(command_generator)
         except StopIteration:
             return
-        send = None
         while True:
             if self.debug is not None and not isinstance(command, commands.Log):
                 yield self._Layer__debug(f"<< {command}")
             if command.blocking is True:
-                if _completed_inline(command):  # added
-                    break
-                command.blocking = self
-                self._paused = layer.Paused(command, command_generator)
-                yield command
-                return
-            yield command
-            try:
-                command = next(command_generator)
-            except StopIteration:
-                return
-
-
-def _process(self: Any, command_generator, send=None):
-    while True:
-        try:
-            command = command_generator.send(send)
-        except StopIteration:
-            return
-        send = None
-        while True:
-            if self.debug is not None and not isinstance(command, commands.Log):
-                yield self._Layer__debug(f"<< {command}")
-            if command.blocking is True:
-                if _completed_inline(command):  # added
+                if _completed_inline(command):  # added: the reply (None) is sent by next()
                     break
                 command.blocking = self
                 self._paused = layer.Paused(command, command_generator)
@@ -174,18 +150,14 @@ async def _handle_hook(self: mode_servers.ProxyConnectionHandler, hook: commands
         await rest
 
 
-_ORIGINALS = (
-    layer.Layer.handle_event,
-    layer.Layer._Layer__process,  # type: ignore[attr-defined]
-    mode_servers.ProxyConnectionHandler.handle_hook,
-)
+_ORIGINALS = (layer.Layer.handle_event, mode_servers.ProxyConnectionHandler.handle_hook)
 
 
 def install(manager: CachedAddonManager) -> None:
     """Run the hooks of every layer inline where possible, with `manager`'s handlers."""
     global _runner
     _runner = HookRunner(manager)
-    _set(_handle_event, _process, _handle_hook)
+    _set(_handle_event, _handle_hook)
 
 
 def uninstall() -> None:
@@ -194,7 +166,6 @@ def uninstall() -> None:
     _set(*_ORIGINALS)
 
 
-def _set(handle_event, process, handle_hook) -> None:
+def _set(handle_event, handle_hook) -> None:
     layer.Layer.handle_event = handle_event  # type: ignore[method-assign]
-    layer.Layer._Layer__process = process  # type: ignore[attr-defined]
     mode_servers.ProxyConnectionHandler.handle_hook = handle_hook  # type: ignore[method-assign]

@@ -81,7 +81,9 @@ class BioSweeper:
         self._task: asyncio.Task | None = None
 
     def track(self, conn: SSL.Connection | None) -> None:
+        """Keep an established connection's idle memory down: record buffers now, BIOs by sweep."""
         if conn is not None:
+            release_idle_tls_buffers(conn)
             self._live.add(conn)
 
     def sweep(self) -> int:
