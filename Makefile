@@ -13,10 +13,13 @@ help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 # The venv is a file target, so every verb below sets itself up on a fresh machine.
-$(VENV)/.installed: pyproject.toml
+# The image's lock pins the runtime dependencies here too, so the tests run what the image ships.
+$(VENV)/.installed: pyproject.toml images/sidecar/requirements.lock
 	@py=$$(scripts/find-python) && echo "using $$py" && "$$py" -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@mkdir -p $(STATE)
+	sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' images/sidecar/requirements.lock > $(STATE)/constraints.txt
+	$(BIN)/pip install --quiet -e '.[dev]' -c $(STATE)/constraints.txt
 	@touch $@
 
 .PHONY: install

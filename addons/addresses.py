@@ -42,7 +42,8 @@ FORBIDDEN_NETWORKS: tuple[IPNetwork, ...] = (
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
-    """The IPv4 address carried inside an IPv6 one (mapped, compatible, NAT64, 6to4, Teredo)."""
+    """The IPv4 address carried inside an IPv6 one (mapped, translated, compatible, NAT64, 6to4,
+    Teredo)."""
     if not isinstance(address, ipaddress.IPv6Address):
         return None
     if address.ipv4_mapped is not None:
@@ -53,6 +54,8 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.teredo[1]
     packed = address.packed
     if packed[:12] == bytes(12) and packed[12:] != bytes(4):  # ::a.b.c.d (deprecated compatible)
+        return ipaddress.IPv4Address(packed[12:])
+    if packed[:12] == bytes(8) + b"\xff\xff\x00\x00":  # ::ffff:0:a.b.c.d (IPv4-translated, SIIT)
         return ipaddress.IPv4Address(packed[12:])
     if address in _V6("64:ff9b::/96"):  # well-known NAT64 prefix
         return ipaddress.IPv4Address(packed[12:])

@@ -20,7 +20,19 @@ if __package__ in (None, "", "__mitmproxy_script__"):
 from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy.proxy import mode_specs, server_hooks
 
-from addons import ca_check, events, flows, guard, limits, policy, resolver, shutdown, tls_buffers
+from addons import (
+    ca_check,
+    events,
+    flows,
+    guard,
+    limits,
+    policy,
+    protocol_gate,
+    request_hygiene,
+    resolver,
+    shutdown,
+    tls_buffers,
+)
 from addons import upstream_errors as upstream
 from addons.addresses import any_forbidden
 from addons.health import HealthServer, Readiness
@@ -30,7 +42,14 @@ from addons.reloader import PolicyWatcher
 logger = logging.getLogger(__name__)
 
 # Faults, not policy denials: the destination was allowed but cannot be reached.
-STATUS_FOR_REASON = {upstream.UPSTREAM_UNRESOLVABLE: 502, **limits.STATUS_FOR_REASON}
+STATUS_FOR_REASON = {
+    upstream.UPSTREAM_UNRESOLVABLE: 502,
+    request_hygiene.BAD_REQUEST: 400,
+    **limits.STATUS_FOR_REASON,
+}
+
+# mitmproxy options that relay matching connections untouched (raw TCP, or TLS end to end).
+BYPASS_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
 
 # A decision, and when it allows, the destination approved for connecting.
 Verdict = tuple[Decision, resolver.Approval | None]
@@ -84,13 +103,13 @@ class Allowlist:
             "max_connections",
             int,
             limits.DEFAULT_MAX_CONNECTIONS,
-            "Client connections served at once; beyond it a connection's request gets a 503 too-many-connections.",
+            "Client connections served at once (lowered to fit the open-file limit); beyond it a connection's request gets a 503 too-many-connections within 2 seconds, and beyond twice it the connection is closed at once.",
         )
         loader.add_option(
             "client_header_timeout",
             int,
             limits.DEFAULT_HEADER_TIMEOUT,
-            "Seconds a client has, after connecting or after a CONNECT, to send a complete request; slower (slowloris, idle, half-open) connections are closed. 0 disables.",
+            "Seconds a client has to send a complete request head whenever none is in flight (after connecting, after a CONNECT, after each response); slower (slowloris, idle, half-open) connections are closed, and idle keep-alive connections too. WebSockets are exempt. 0 disables.",
         )
         loader.add_option(
             "upstream_timeout",
@@ -127,12 +146,44 @@ class Allowlist:
         existing.attach(self)
         self._guard = existing
 
+    def _attach_gate(self) -> None:
+        # After mitmproxy's NextLayer, like the guard; it outlives a script reload.
+        gate = ctx.master.addons.get(protocol_gate.NAME)
+        if gate is None:
+            gate = protocol_gate.ProtocolGate()
+            ctx.master.addons.add(gate)
+        gate.on_refuse = self._record_unrecognized_protocol
+        # A 101 that is not a WebSocket must never become a raw relay (mitmproxy's default).
+        ctx.options.update(rawtcp=False)
+
+    def _record_unrecognized_protocol(self, client, reason: str) -> None:
+        tunnel = self._tunnels.get(client.id)
+        decision = Decision(False, reason)
+        self.metrics.count(decision)
+        events.emit(
+            "decision",
+            allow=False,
+            reason=reason,
+            host=flows.printable(tunnel.host) if tunnel else None,
+            port=tunnel.port if tunnel else None,
+            sni=flows.printable(client.sni) if client.sni else None,
+            client=flows.client_label(client),
+        )
+
     def configure(self, updated: set[str]) -> None:
         self._limits.configure(updated)
         if {"confdir", "ca_required"} & updated and ctx.options.confdir != ctx.options.default(
             "confdir"
         ):
             ca_check.check_confdir(ctx.options.confdir, ctx.options.ca_required)
+        unsupported = sorted(
+            name for name in BYPASS_OPTIONS if name in updated and getattr(ctx.options, name)
+        )
+        if unsupported:
+            raise exceptions.OptionsError(
+                f"{', '.join(unsupported)}: these options pass connections through without the "
+                "allowlist's checks. Fix: leave them unset"
+            )
         if "mode" in updated:
             for spec in ctx.options.mode:
                 if not isinstance(mode_specs.ProxyMode.parse(spec), mode_specs.RegularMode):
@@ -158,7 +209,14 @@ class Allowlist:
         return None
 
     def running(self) -> None:
+        # Issue 12, items 4 and 3: no client bytes in any log line, request heads bounded while
+        # read. Process-wide patches, installed once (a refused install raises: exit at start).
+        from addons import head_limits, log_scrub
+
+        log_scrub.install()
+        head_limits.install(self.metrics.count)
         self._attach_guard()
+        self._attach_gate()
         upstream.install()
         self._limits.running()
         self._shutdown.install()
@@ -186,12 +244,18 @@ class Allowlist:
             self._watcher.stop()
             self._watcher = None
         if ctx.options.allowlist:
-            self._watcher = PolicyWatcher(ctx.options.allowlist, self._reload)
+            path, extra = ctx.options.allowlist, tuple(ctx.options.allowed_domains)
+            # The watcher loads in a thread, within a deadline: the load reads no options.
+            self._watcher = PolicyWatcher(
+                path, lambda: policy.load_policy(path, extra), self._reload
+            )
             self._watcher.start()
 
-    def _reload(self) -> None:
+    def _reload(self, loaded: policy.Loader | None = None) -> None:
+        """Apply a reload: `loaded()` (the watcher's outcome) returns the new policy or raises
+        PolicyError; without it, the policy is loaded here and now."""
         try:
-            new = self._load_policy()
+            new = (loaded or self._load_policy)()
         except PolicyError as e:
             self.reload_error = str(e)
             self.metrics.reload_errors += 1
@@ -199,6 +263,7 @@ class Allowlist:
             logger.error(f"policy reload failed, keeping the last good policy: {e}")
             return
         self.policy, self.reload_error = new, None
+        self._policy_changed()
         self.metrics.reloads += 1
         events.emit(
             "policy-reload",
@@ -206,6 +271,29 @@ class Allowlist:
             source=new.source if new else None,
             entries=new.entry_count if new else 0,
         )
+
+    def _still_allowed(self, approval: resolver.Approval) -> bool:
+        """Whether the policy in force now still allows an approval made under an older one."""
+        current = self.policy
+        return (
+            current is not None
+            and policy.decide(current, approval.host, approval.port).allow
+            and not any_forbidden(approval.addresses, current.allow_ranges)
+        )
+
+    def _policy_changed(self) -> None:
+        """A new policy is in force: connections holding an approval it no longer gives (a
+        tunnel, a WebSocket, a kept-alive upstream) are closed now, not when they end."""
+        for client_id, approvals in list(self._approvals.items()):
+            revoked = next((a for a in approvals.values() if not self._still_allowed(a)), None)
+            if revoked is not None and limits.close_client(client_id, "policy-changed"):
+                events.emit(
+                    "connection-closed",
+                    reason="policy-changed",
+                    host=flows.printable(revoked.host),
+                    port=revoked.port,
+                    client=client_id,
+                )
 
     def done(self) -> None:
         # Synchronous: mitmproxy calls done() synchronously when it unloads a script.
@@ -219,6 +307,8 @@ class Allowlist:
         self._shutdown.uninstall()
         self._bios.stop()
         events.demote_per_request_notices(False)
+        # head_limits and log_scrub stay installed: mitmproxy keeps parsing client bytes while a
+        # reloaded script is missing or broken (the guard then denies), so they must outlive it.
 
     # -- health ----------------------------------------------------------------------------
 
@@ -343,7 +433,7 @@ class Allowlist:
             self._limits.request_seen(flow, connect=False)
             if self._refuse_early(flow, host, port):
                 return
-            shape = limits.request_shape_refusal(flow)
+            shape = limits.request_shape_refusal(flow) or request_hygiene.refusal(flow.request)
             if shape is not None:
                 self._record(flow, Decision(False, shape), host, port)
                 self._deny(flow, Decision(False, shape), host, port)
@@ -363,6 +453,7 @@ class Allowlist:
                     self._deny(flow, decision, host, port)
                     return
                 self._approve(flow.client_conn.id, approval)
+            request_hygiene.strip_hop_by_hop(flow.request)
             self._stream_counted(flow)
             self._shutdown.started(flow)
         except Exception:
@@ -396,7 +487,7 @@ class Allowlist:
                 return
             host, port = server.address[0], server.address[1]
             approval = self._approvals.get(data.client.id, {}).get((host, port))
-            if approval is None:
+            if approval is None or not self._still_allowed(approval):
                 server.error = f"auth-proxy: no allowlist decision approved {host}:{port}"
                 return
             # Connect to the address that was checked, so a second DNS answer cannot differ.
@@ -435,6 +526,9 @@ class Allowlist:
         self.refused_tls.discard(client.id)
         self._limits.client_disconnected(client)
         upstream.forget_client(client.id)
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self._limits.websocket_started(flow)
 
     # -- TLS: the SNI must name the CONNECT target -----------------------------------------
 
@@ -506,6 +600,9 @@ class Allowlist:
             return
         if "auth_proxy_denied" in flow.metadata:
             return
+        if flow.response.status_code == 101 and not _websocket_switch(flow):
+            self._refuse_switch(flow)
+            return
         counts = flow.metadata.setdefault("auth_proxy_bytes", [0, 0])
 
         def count_response(chunk: bytes) -> bytes:
@@ -514,8 +611,17 @@ class Allowlist:
 
         flow.response.stream = count_response
 
+    def _refuse_switch(self, flow: http.HTTPFlow) -> None:
+        """An upstream switched protocols to something other than the WebSocket asked for:
+        nothing after the 101 could be read, so the connection ends here."""
+        host, port = flow.request.host, flow.request.port
+        self._record(flow, Decision(False, request_hygiene.UPGRADE_NOT_ALLOWED), host, port)
+        flow.metadata["auth_proxy_denied"] = request_hygiene.UPGRADE_NOT_ALLOWED
+        flow.kill()
+
     def response(self, flow: http.HTTPFlow) -> None:
         self._deadlines.stop(flow)
+        self._limits.request_done(flow)
         self._shutdown.finished(flow)
         if "auth_proxy_denied" in flow.metadata or flow.response is None:
             return
@@ -523,6 +629,7 @@ class Allowlist:
 
     def error(self, flow: http.HTTPFlow) -> None:
         self._deadlines.error(flow)
+        self._limits.request_done(flow)
         self._shutdown.finished(flow)
         if "auth_proxy_denied" in flow.metadata or flow.error is None:
             return
@@ -532,6 +639,10 @@ class Allowlist:
         request = flow.request
         end = (flow.response and flow.response.timestamp_end) or time.time()
         sent, received = flow.metadata.get("auth_proxy_bytes", [0, 0])
+        if error is not None:
+            from addons.log_scrub import scrub  # mitmproxy's error texts quote client bytes
+
+            error = scrub(error)
         events.emit(
             "request",
             method=request.method,
@@ -547,4 +658,18 @@ class Allowlist:
         )
 
 
-addons = [Allowlist()]
+def _websocket_switch(flow: http.HTTPFlow) -> bool:
+    response = flow.response
+    return (
+        response is not None
+        and request_hygiene.is_websocket_upgrade(flow.request)
+        and response.headers.get("upgrade", "").strip().lower() == "websocket"
+    )
+
+
+def make_addons() -> list[object]:
+    """The addons, in chain order: what `mitmdump -s` loads, and what `auth-proxy` adds."""
+    return [Allowlist()]
+
+
+addons = make_addons()

@@ -79,20 +79,24 @@ def check_confdir(confdir: str, required: bool) -> Path | None:
     return path
 
 
-# What mitmproxy writes when it generates a CA into a confdir that has none.
+# What mitmproxy's CertStore.create_store writes when it generates a CA into a confdir that has
+# none. The PKCS#12 copy of the key is written by nothing else here (not by ca/generate.py, not by
+# the sidecar's entrypoint), which tells a generated CA from one copied in just before the start.
 GENERATED = (
     "mitmproxy-ca.pem",
+    "mitmproxy-ca.p12",
     "mitmproxy-ca-cert.pem",
     "mitmproxy-ca-cert.cer",
     "mitmproxy-ca-cert.p12",
-    "mitmproxy-ca.p12",
 )
+GENERATED_MARK = "mitmproxy-ca.p12"
 
 
-def process_start_time() -> float | None:
-    """When this process started (seconds since the epoch), from /proc; None elsewhere."""
+def process_start_time(pid: int | None = None) -> float | None:
+    """When this process (or `pid`) started, in seconds since the epoch, from /proc; None
+    elsewhere."""
     try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
         started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
         # /proc/uptime has centiseconds; /proc/stat's btime only whole seconds.
         uptime = float(Path("/proc/uptime").read_text().split()[0])
@@ -101,30 +105,37 @@ def process_start_time() -> float | None:
         return None
 
 
+def generated_since(confdir: Path, started: float) -> list[Path]:
+    """The CA files mitmproxy generated in `confdir` after `started` (empty: it generated none).
+
+    Generated means the CA and its PKCS#12 key copy are both newer than `started`: a CA copied in
+    before the start (the entrypoint's tls.key + tls.crt, of any age) has no fresh key copy."""
+    fresh = [
+        path
+        for path in (confdir / name for name in GENERATED)
+        if path.is_file() and not path.is_symlink() and path.stat().st_mtime > started
+    ]
+    names = {path.name for path in fresh}
+    return fresh if {CA_FILE, GENERATED_MARK} <= names else []
+
+
 def check_at_start(confdir: str, required: bool) -> None:
-    """At `running`: the CA must have been there before this process started.
+    """At `running`: the CA must not be one mitmproxy made up at this start.
 
     With `mitmdump -s`, mitmproxy's TlsConfig generates a missing CA before a script's first
-    `configure`, so "missing" shows as a CA file younger than the process. That throwaway CA is
-    removed (it was never given to anyone), and the start fails."""
+    `configure`, so "missing" shows as a freshly generated CA. The start then fails. The files
+    are left in place (this module only reads; the operator decides what goes in a confdir)."""
     path = Path(os.path.expanduser(confdir)) / CA_FILE
     started = process_start_time()
-    # Start times count in clock ticks; mitmproxy takes far longer than this to get to its CA.
-    fresh_after = None if started is None else started + FRESH_SLACK_SECONDS
-    if (
-        required
-        and fresh_after is not None
-        and path.is_file()
-        and path.stat().st_mtime > fresh_after
-    ):
-        for name in GENERATED:
-            candidate = path.parent / name
-            if candidate.is_file() and candidate.stat().st_mtime > fresh_after:
-                candidate.unlink()
-        raise _fail(
-            path,
-            "missing at start (mitmproxy generated a throwaway CA there; it was removed)",
-            "generate one with `python ca/generate.py --out DIR` and --set confdir=DIR "
-            "(or --set ca_required=false to allow a throwaway CA)",
-        )
+    if required and started is not None:
+        # Start times count in clock ticks; mitmproxy takes far longer than this to get to its CA.
+        generated = generated_since(path.parent, started + FRESH_SLACK_SECONDS)
+        if generated:
+            raise _fail(
+                path,
+                "missing at start (mitmproxy generated a throwaway CA there: "
+                f"{', '.join(p.name for p in generated)}; left in place)",
+                "remove those files, then generate a CA with `python ca/generate.py --out DIR` "
+                "and --set confdir=DIR (or --set ca_required=false to allow a throwaway CA)",
+            )
     check_confdir(confdir, required)

@@ -2,6 +2,13 @@
 
 Read-only by design: no endpoint here changes any state, so exposing the port to the pod network
 (for kubelet probes) gives nothing away but counts.
+
+Reachable from the whole pod network, so it bounds what a client can hold: at most
+`MAX_CONNECTIONS` connections at once, each with `REQUEST_DEADLINE` seconds for its whole
+exchange (not per line, so a dripped request cannot stretch it). A connection arriving at the cap
+takes the place of the oldest one still sending its request (a probe sends its request at once, so
+only a flood faster than a probe's round trip can crowd it out); when every slot is writing a
+response, the newcomer is closed at once.
 """
 
 from __future__ import annotations
@@ -15,8 +22,14 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-READ_TIMEOUT = 5.0
+MAX_CONNECTIONS = 16
+# asyncio accepts up to `backlog` connections per wakeup before any handler runs, so this bounds
+# the descriptors a flood takes at once; large enough that a probe's SYN is queued, not dropped
+# (a dropped SYN is retried only after a second, the default probe timeout).
+BACKLOG = 4 * MAX_CONNECTIONS
+REQUEST_DEADLINE = 2.0
 MAX_REQUEST_LINE = 4096
+MAX_HEADER_LINES = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,9 @@ class HealthServer:
         self._metrics = metrics
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[asyncio.Server] | None = None
+        # Open connections, oldest first; True while the request is still being read.
+        self._open: dict[asyncio.StreamWriter, bool] = {}
+        self.closed_at_cap = 0
 
     def start(self, host: str, port: int) -> None:
         """Bind now, so that a taken port fails start-up at once; serve from the event loop.
@@ -43,7 +59,9 @@ class HealthServer:
         reloads a script."""
         self._socket = socket.create_server((host, port), family=_family(host), reuse_port=False)
         self._task = asyncio.get_running_loop().create_task(
-            asyncio.start_server(self._serve, sock=self._socket, limit=MAX_REQUEST_LINE)
+            asyncio.start_server(
+                self._serve, sock=self._socket, limit=MAX_REQUEST_LINE, backlog=BACKLOG
+            )
         )
         logger.info("health server listening on %s:%s", host, port)
 
@@ -72,35 +90,60 @@ class HealthServer:
             return 200, "text/plain; version=0.0.4", self._metrics()
         return 404, "text/plain", "not found: try /healthz, /readyz or /metrics\n"
 
+    def _admit(self, writer: asyncio.StreamWriter) -> bool:
+        """Make room for a new connection, or refuse it: the cap bounds descriptors held here."""
+        if len(self._open) >= MAX_CONNECTIONS:
+            oldest = next((w for w, reading in self._open.items() if reading), None)
+            self.closed_at_cap += 1
+            if oldest is None:
+                return False
+            del self._open[oldest]
+            oldest.transport.abort()
+        self._open[writer] = True
+        return True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._admit(writer):
+            writer.transport.abort()
+            return
         try:
-            request_line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-            parts = request_line.decode("latin-1").split()
-            if len(parts) != 3:
-                status, ctype, body = 400, "text/plain", "bad request\n"
-                method = "GET"
-            else:
-                method = parts[0]
-                # Headers are read and dropped: nothing here depends on them.
-                for _ in range(100):
-                    line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-                    if line in (b"\r\n", b"\n", b""):
-                        break
-                status, ctype, body = self._route(method, parts[1])
-            payload = body.encode()
-            head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(payload)}\r\n"
-                "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + (b"" if method == "HEAD" else payload))
-            await writer.drain()
+            async with asyncio.timeout(REQUEST_DEADLINE):
+                method, target = await _read_request(reader)
+                if writer not in self._open:
+                    return  # closed meanwhile to make room for a newer connection
+                self._open[writer] = False
+                if method is None:
+                    status, ctype, body = 400, "text/plain", "bad request\n"
+                    method = "GET"
+                else:
+                    status, ctype, body = self._route(method, target)
+                payload = body.encode()
+                head = (
+                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                    f"Content-Type: {ctype}\r\nContent-Length: {len(payload)}\r\n"
+                    "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head.encode() + (b"" if method == "HEAD" else payload))
+                await writer.drain()
         except (TimeoutError, ConnectionError, ValueError, asyncio.LimitOverrunError):
             pass
         except Exception:  # a probe must never take the proxy down
             logger.exception("health request failed")
         finally:
+            self._open.pop(writer, None)
             writer.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str | None, str]:
+    """The method and target of one request; headers are read and dropped (nothing here
+    depends on them). (None, "") for a request line that is not three words."""
+    parts = (await reader.readline()).decode("latin-1").split()
+    if len(parts) != 3:
+        return None, ""
+    for _ in range(MAX_HEADER_LINES):
+        if (await reader.readline()) in (b"\r\n", b"\n", b""):
+            break
+    return parts[0], parts[1]
 
 
 def _family(host: str) -> socket.AddressFamily:

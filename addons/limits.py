@@ -1,12 +1,20 @@
 """Bounds on what clients can hold: connections, time to send a request, certificates minted.
 
 - `max_connections`: client connections admitted at once. A connection beyond it is answered,
-  at its first request, with a 503 `too-many-connections` and closed.
-- `client_header_timeout`: a client must send a complete request (a CONNECT, or a request in the
-  tunnel after one) within this many seconds of connecting, or it is closed. This ends slowloris,
-  idle and half-open connections that never get as far as a request. Idle keep-alive connections
-  that did send requests are closed after mitmproxy's own `tcp_timeout`.
+  at its first request, with a 503 `too-many-connections` and closed; it gets only
+  `REFUSED_DEADLINE` seconds to send that request, so refused connections do not hold descriptors.
+  Beyond `CEILING_FACTOR` times the cap a new connection is closed at once, before it is read.
+- `client_header_timeout`: whenever a connection has no request in flight (it just connected, a
+  CONNECT was approved, or its last response finished or failed), the client must send a complete
+  request head within this many seconds, or it is closed. This ends slowloris, idle and half-open
+  connections, and a head dripped on a keep-alive connection or inside a tunnel; it also closes an
+  idle keep-alive connection (HTTP/1 or HTTP/2) after this many seconds. While a request the proxy
+  accepted is in flight (waiting on the upstream, streaming a body), the deadline does not close
+  the connection; a refused request must still have its body sent within it. A WebSocket is no
+  longer waiting for heads and has no deadline.
 - `cert_cache_size`: leaf certificates kept by mitmproxy's CertStore (its STORE_CAP).
+- The open-file limit is raised so that the cap, its refused connections, their upstreams and the
+  health port all fit; when the hard limit does not allow that, the cap is lowered to what fits.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import resource
 
 from mitmproxy import certs, ctx, http
 
-from addons import events, policy
+from addons import accept_errors, events, health, policy
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +46,19 @@ DEFAULT_HEADER_TIMEOUT = 30
 DEFAULT_CERT_CACHE = certs.CertStore.STORE_CAP
 # File descriptors per admitted client: its own socket and one upstream, with room to spare.
 FDS_PER_CONNECTION = 3
+# Connections over the cap are refused at their first request (a 503 the client can read), but
+# only this many may be open at once, as a multiple of the cap; beyond it they are closed unread.
+CEILING_FACTOR = 2
+# Seconds a connection over the cap has to send the request that its 503 answers.
+REFUSED_DEADLINE = 2
+# Descriptors kept free of client connections: the process at rest (about 10: stdio, listeners,
+# the event loop, the policy watcher), and asyncio's accept burst on the proxy port (it accepts up
+# to 100 connections per wakeup before any hook can close one), with room to spare.
+RESERVED_FDS = 256
+# The health port: its connections, and the burst asyncio may accept before its cap closes them.
+HEALTH_FDS = health.MAX_CONNECTIONS + health.BACKLOG
+# mitmproxy's flow.metadata key that Allowlist._deny sets on a request it refused.
+DENIED = "auth_proxy_denied"
 
 
 def close_client(client_id: str, why: str) -> bool:
@@ -51,22 +72,41 @@ def close_client(client_id: str, why: str) -> bool:
     return True
 
 
-def raise_fd_limit(connections: int) -> None:
-    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so the cap, not the fds, binds."""
-    want = connections * FDS_PER_CONNECTION + 256
+def fds_wanted(connections: int) -> int:
+    """Descriptors that `connections` admitted clients can hold, with everything around them."""
+    refused = connections * (CEILING_FACTOR - 1)
+    return connections * FDS_PER_CONNECTION + refused + HEALTH_FDS + RESERVED_FDS
+
+
+def cap_that_fits(limit: int) -> int:
+    """The largest cap whose descriptors fit under `limit` (at least 1)."""
+    spare = limit - HEALTH_FDS - RESERVED_FDS
+    return max(1, spare // (FDS_PER_CONNECTION + CEILING_FACTOR - 1))
+
+
+def raise_fd_limit(connections: int) -> int:
+    """Raise the soft RLIMIT_NOFILE (up to the hard limit) so the cap, not the fds, binds.
+
+    Returns the cap to enforce: `connections`, or less when the limit cannot hold that many."""
+    want = fds_wanted(connections)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= want:
-        return
+        return connections
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as e:
         logger.warning(f"cannot raise the open-file limit to {target}: {e}")
-    if target < want:
-        logger.warning(
-            f"open-file limit {target} is low for max_connections={connections}. "
-            "Fix: raise `ulimit -n`, or lower --set max_connections"
-        )
+        target = soft
+    if target >= want:
+        return connections
+    cap = min(connections, cap_that_fits(target))
+    logger.warning(
+        f"open-file limit {target} is too low for max_connections={connections} "
+        f"(it needs {want}); admitting at most {cap} connections. "
+        "Fix: raise `ulimit -n` (the hard limit), or lower --set max_connections"
+    )
+    return cap
 
 
 def request_shape_refusal(flow: http.HTTPFlow) -> str | None:
@@ -87,8 +127,17 @@ class ConnectionLimits:
     def __init__(self) -> None:
         self.admitted: set[str] = set()
         self.refused: set[str] = set()
+        # max_connections as enforced: lowered when the open-file limit cannot hold it.
+        self.cap = DEFAULT_MAX_CONNECTIONS
+        self._running = False
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        # Requests whose head arrived and whose response has not finished, per client.
+        self._in_flight: dict[str, dict[str, http.HTTPFlow]] = {}
+        # Clients that became a WebSocket: no more heads to wait for.
+        self._upgraded: set[str] = set()
+        self.accept_errors = accept_errors.AcceptErrorLog()
         self.refused_total = 0
+        self.closed_over_ceiling = 0
         self.header_timeouts = 0
 
     # -- options -------------------------------------------------------------------------------
@@ -104,20 +153,32 @@ class ConnectionLimits:
                 )
             # CertStore.expire reads the class attribute; a new store (confdir change) keeps it.
             certs.CertStore.STORE_CAP = size
-        if "max_connections" in updated and ctx.options.max_connections < 1:
-            from mitmproxy import exceptions
+        if "max_connections" in updated:
+            if ctx.options.max_connections < 1:
+                from mitmproxy import exceptions
 
-            raise exceptions.OptionsError(
-                f"max_connections={ctx.options.max_connections}: must be at least 1"
-            )
+                raise exceptions.OptionsError(
+                    f"max_connections={ctx.options.max_connections}: must be at least 1"
+                )
+            self.cap = ctx.options.max_connections
+            if self._running:
+                self.cap = raise_fd_limit(self.cap)
 
     def running(self) -> None:
-        raise_fd_limit(ctx.options.max_connections)
+        self._running = True
+        self.cap = raise_fd_limit(ctx.options.max_connections)
+        self.accept_errors.install(asyncio.get_running_loop())
 
     # -- connections ---------------------------------------------------------------------------
 
     def client_connected(self, client) -> None:
-        if len(self.admitted) >= ctx.options.max_connections:
+        if self.open_connections >= self.cap * CEILING_FACTOR:
+            # Far over the cap: mitmproxy closes a client whose error is set before reading it.
+            self.refused_total += 1
+            self.closed_over_ceiling += 1
+            client.error = f"auth-proxy: {TOO_MANY_CONNECTIONS}"
+            return
+        if len(self.admitted) >= self.cap:
             self.refused.add(client.id)
             self.refused_total += 1
         else:
@@ -127,6 +188,8 @@ class ConnectionLimits:
     def client_disconnected(self, client) -> None:
         self.admitted.discard(client.id)
         self.refused.discard(client.id)
+        self._in_flight.pop(client.id, None)
+        self._upgraded.discard(client.id)
         self._disarm(client.id)
 
     @property
@@ -139,17 +202,52 @@ class ConnectionLimits:
             return TOO_MANY_CONNECTIONS
         return None
 
+    # -- the client deadline: every request head, not only the first ----------------------------
+
     def request_seen(self, flow: http.HTTPFlow, connect: bool) -> None:
-        """A complete request head arrived. After a CONNECT, the first request in the tunnel
-        gets a fresh deadline; after any other request, the deadline is over."""
-        if connect and flow.response is None:
-            self._arm(flow.client_conn.id)
-        else:
-            self._disarm(flow.client_conn.id)
+        """A complete request head arrived. After an approved CONNECT, the first request in the
+        tunnel gets a fresh deadline; any other head is in flight until its response finishes.
+
+        The deadline restarts rather than stops: if this request is refused, the client must
+        still send its body in time; if it is accepted, the deadline spares it (`_expire`)."""
+        client_id = flow.client_conn.id
+        if not connect:
+            self._in_flight.setdefault(client_id, {})[flow.id] = flow
+        self._arm(client_id)
+
+    def request_done(self, flow: http.HTTPFlow) -> None:
+        """A response finished or a request failed: with nothing accepted left in flight, the
+        connection waits for its next head, within a fresh deadline."""
+        client_id = flow.client_conn.id
+        pending = self._in_flight.get(client_id)
+        if pending is None or pending.pop(flow.id, None) is None:
+            return
+        if not pending:
+            del self._in_flight[client_id]
+        if not self._serving(client_id):
+            self._arm(client_id)
+
+    def websocket_started(self, flow: http.HTTPFlow) -> None:
+        """A WebSocket reads frames, not heads: its connection has no header deadline any more."""
+        client_id = flow.client_conn.id
+        self._upgraded.add(client_id)
+        self._in_flight.pop(client_id, None)
+        self._disarm(client_id)
+
+    def _serving(self, client_id: str) -> bool:
+        """Whether a request the proxy accepted is in flight (refused ones wait on the client)."""
+        pending = self._in_flight.get(client_id, {})
+        return any(DENIED not in f.metadata for f in pending.values())
 
     def _arm(self, client_id: str) -> None:
         self._disarm(client_id)
+        if client_id in self._upgraded:
+            return
         seconds = ctx.options.client_header_timeout
+        if client_id in self.refused:
+            # Refused anyway: a short deadline, even with the header timeout off, so that
+            # connections over the cap give their descriptors back quickly.
+            seconds = min(seconds, REFUSED_DEADLINE) if seconds > 0 else REFUSED_DEADLINE
         if seconds > 0:
             loop = asyncio.get_running_loop()
             self._deadlines[client_id] = loop.call_later(seconds, self._expire, client_id)
@@ -162,6 +260,8 @@ class ConnectionLimits:
     def _expire(self, client_id: str) -> None:
         self._deadlines.pop(client_id, None)
         try:
+            if self._serving(client_id):
+                return  # request_done arms a fresh deadline when it finishes
             if close_client(client_id, "client-header-timeout"):
                 self.header_timeouts += 1
                 events.emit("client-timeout", reason="client-header-timeout", client=client_id)
@@ -172,6 +272,8 @@ class ConnectionLimits:
         for timer in self._deadlines.values():
             timer.cancel()
         self._deadlines.clear()
+        self.accept_errors.uninstall()
+        self._running = False
 
     # -- metrics -------------------------------------------------------------------------------
 
@@ -185,6 +287,15 @@ class ConnectionLimits:
             "# HELP auth_proxy_connections_refused_total Client connections refused over max_connections.",
             "# TYPE auth_proxy_connections_refused_total counter",
             f"auth_proxy_connections_refused_total {self.refused_total}",
+            "# HELP auth_proxy_connections_closed_unread_total Client connections closed at once, far over max_connections.",
+            "# TYPE auth_proxy_connections_closed_unread_total counter",
+            f"auth_proxy_connections_closed_unread_total {self.closed_over_ceiling}",
+            "# HELP auth_proxy_max_connections Client connections admitted at once (max_connections, lowered to fit the open-file limit).",
+            "# TYPE auth_proxy_max_connections gauge",
+            f"auth_proxy_max_connections {self.cap}",
+            "# HELP auth_proxy_accept_errors_total Failed accepts for lack of descriptors or memory.",
+            "# TYPE auth_proxy_accept_errors_total counter",
+            f"auth_proxy_accept_errors_total {self.accept_errors.total}",
             "# HELP auth_proxy_client_header_timeouts_total Clients closed for sending no request in time.",
             "# TYPE auth_proxy_client_header_timeouts_total counter",
             f"auth_proxy_client_header_timeouts_total {self.header_timeouts}",

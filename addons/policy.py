@@ -8,24 +8,34 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from addons.core import reasons
+from addons.core.decision import Decision
+from addons.policy_file import (
+    PolicyError,
+    clipped,
+    excerpt,
+    key_excerpt,
+    load_yaml,
+    read_policy_text,
+)
 
 VERSION = "v1"
 DEFAULT_PORTS: tuple[int, ...] = (443, 80)
 KNOWN_KEYS = ("version", "allowed_domains", "allowed_ports", "allow_ranges")
 
-# Decision reasons. These strings are an interface: they appear in X-Proxy-Error, logs and metrics.
-ALLOWED = "allowed"
-BLOCKED_BY_ALLOWLIST = "blocked-by-allowlist"
-BLOCKED_PORT = "blocked-port"
-BLOCKED_ADDRESS = "blocked-address"
-HOST_MISMATCH = "host-mismatch"
-POLICY_ERROR = "policy-error"
+# Decision reasons, named here for the modules that import them from this one; addons.core.reasons
+# spells them.
+ALLOWED = reasons.ALLOWED.name
+BLOCKED_BY_ALLOWLIST = reasons.BLOCKED_BY_ALLOWLIST.name
+BLOCKED_PORT = reasons.BLOCKED_PORT.name
+BLOCKED_ADDRESS = reasons.BLOCKED_ADDRESS.name
+HOST_MISMATCH = reasons.HOST_MISMATCH.name
+POLICY_ERROR = reasons.POLICY_ERROR.name
 DENY_REASONS = (BLOCKED_BY_ALLOWLIST, BLOCKED_PORT, BLOCKED_ADDRESS, HOST_MISMATCH, POLICY_ERROR)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -34,19 +44,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
-class PolicyError(ValueError):
-    """A policy that cannot be loaded. The message names the source, the entry and the fix."""
-
-
 class InvalidHost(ValueError):
     """A host name that is not a valid DNS name or IP literal."""
-
-
-@dataclass(frozen=True)
-class Decision:
-    allow: bool
-    reason: str
-    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,10 @@ class Policy:
     @property
     def entry_count(self) -> int:
         return len(self.exact) + len(self.wildcard_suffixes) + len(self.addresses)
+
+
+# A policy load to run later (e.g. in a thread): returns the policy or raises PolicyError.
+Loader = Callable[[], Policy | None]
 
 
 def parse_ip(host: str) -> IPAddress | None:
@@ -91,7 +94,8 @@ def normalize_host(host: str) -> str:
         try:
             name = name.encode("idna").decode("ascii")
         except UnicodeError as e:
-            raise InvalidHost(f"not a valid internationalized name ({e})") from None
+            reason = getattr(e, "reason", None) or "invalid"
+            raise InvalidHost(f"not a valid internationalized name ({clipped(reason)})") from None
     if len(name) > 253:
         raise InvalidHost("longer than 253 characters")
     labels = name.split(".")
@@ -99,11 +103,13 @@ def normalize_host(host: str) -> str:
         if not label:
             raise InvalidHost("has an empty label")
         if len(label) > 63:
-            raise InvalidHost(f"label {label[:20]!r}... is longer than 63 characters")
+            raise InvalidHost(f"label {excerpt(label, 20)} is longer than 63 characters")
         if not _LABEL_CHARS.issuperset(label):
-            raise InvalidHost(f"label {label!r} has characters other than a-z, 0-9, '-' and '_'")
+            raise InvalidHost(
+                f"label {excerpt(label, 20)} has characters other than a-z, 0-9, '-' and '_'"
+            )
         if label[0] == "-" or label[-1] == "-":
-            raise InvalidHost(f"label {label!r} starts or ends with '-'")
+            raise InvalidHost(f"label {excerpt(label, 20)} starts or ends with '-'")
     # A numeric last label is an address in disguise (e.g. "2130706433" or "0x7f.1"), never a name.
     last = labels[-1]
     if last.isdigit() or last.startswith("0x"):
@@ -112,7 +118,9 @@ def normalize_host(host: str) -> str:
 
 
 def _entry_error(source: str, index: int, entry: object, problem: str, fix: str) -> PolicyError:
-    return PolicyError(f"{source}: allowed_domains[{index}] {entry!r}: {problem}. Fix: {fix}")
+    return PolicyError(
+        f"{source}: allowed_domains[{index}] {excerpt(entry)}: {problem}. Fix: {fix}"
+    )
 
 
 def _compile_domain(
@@ -169,7 +177,7 @@ def _compile_ports(source: str, raw: list[Any]) -> frozenset[int]:
     for index, port in enumerate(raw):
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise PolicyError(
-                f"{source}: allowed_ports[{index}] {port!r} is not a port. "
+                f"{source}: allowed_ports[{index}] {excerpt(port)} is not a port. "
                 "Fix: use whole numbers from 1 to 65535"
             )
         ports.add(port)
@@ -181,14 +189,24 @@ def _compile_ports(source: str, raw: list[Any]) -> frozenset[int]:
     return frozenset(ports)
 
 
+def _range_problem(text: str) -> str:
+    # ipaddress's own messages quote the whole entry; say what is wrong without it.
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return "not an IP network"
+    return "has host bits set"
+
+
 def _compile_ranges(source: str, raw: list[Any]) -> tuple[IPNetwork, ...]:
     ranges = []
     for index, cidr in enumerate(raw):
         try:
             ranges.append(ipaddress.ip_network(str(cidr), strict=True))
-        except ValueError as e:
+        except ValueError:
             raise PolicyError(
-                f"{source}: allow_ranges[{index}] {cidr!r} is not a CIDR ({e}). "
+                f"{source}: allow_ranges[{index}] {excerpt(cidr)} is not a CIDR "
+                f"({_range_problem(str(cidr))}). "
                 "Fix: write a network such as 10.1.2.0/24 with its host bits zero"
             ) from None
     return tuple(ranges)
@@ -197,17 +215,23 @@ def _compile_ranges(source: str, raw: list[Any]) -> tuple[IPNetwork, ...]:
 def _check_keys(source: str, data: Mapping[str, Any]) -> None:
     for key in data:
         if key not in KNOWN_KEYS:
-            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
+            # Only a short key can be a typo of a known one (and difflib is quadratic).
+            short = isinstance(key, str) and len(key) <= 40
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1) if short else []
             hint = (
                 f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(KNOWN_KEYS)}"
             )
-            raise PolicyError(f"{source}: unknown key {key!r}. Fix: {hint}")
+            label = key_excerpt(key)
+            if label.startswith("<"):
+                hint += ", and check that the path names the policy file and not another one"
+            raise PolicyError(f"{source}: unknown key {label}. Fix: {hint}")
     version = data.get("version")
     if version is None:
         raise PolicyError(f"{source}: missing 'version'. Fix: add 'version: {VERSION}' at the top")
     if version != VERSION:
         raise PolicyError(
-            f"{source}: unknown version {version!r}. Fix: this proxy reads 'version: {VERSION}'"
+            f"{source}: unknown version {excerpt(version)}. "
+            f"Fix: this proxy reads 'version: {VERSION}'"
         )
 
 
@@ -246,12 +270,7 @@ def compile_policy(data: object, source: str, extra_domains: Iterable[str] = ())
 
 def parse_policy(text: str, source: str, extra_domains: Iterable[str] = ()) -> Policy:
     """Parse and compile policy YAML text. `source` names it in errors (usually the file path)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise PolicyError(
-            f"{source}: not valid YAML: {e}. Fix: check the indentation and quotes"
-        ) from None
+    data = load_yaml(text, source)
     if data is None:
         raise PolicyError(
             f"{source}: the file is empty. Fix: write 'version: {VERSION}' and allowed_domains"
@@ -260,14 +279,11 @@ def parse_policy(text: str, source: str, extra_domains: Iterable[str] = ()) -> P
 
 
 def load_policy(path: str | Path, extra_domains: Iterable[str] = ()) -> Policy:
-    """Read, parse and compile a policy file. Raises PolicyError naming the file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PolicyError(
-            f"{path}: cannot read the policy file ({e}). Fix: check the path"
-        ) from None
-    return parse_policy(text, str(path), extra_domains)
+    """Read, parse and compile a policy file. Raises PolicyError naming the file.
+
+    Safe on any path: see addons.policy_file for the checks (regular file, size, YAML shape).
+    """
+    return parse_policy(read_policy_text(path), str(path), extra_domains)
 
 
 def policy_from_domains(domains: Iterable[str], source: str = "allowed_domains option") -> Policy:

@@ -19,10 +19,7 @@ import logging
 from collections.abc import Callable
 
 from mitmproxy import ctx, http
-from mitmproxy.connection import ConnectionState
-from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import _http1, _http2
-from mitmproxy.proxy.layers.http._events import ErrorCode, ResponseProtocolError
+from mitmproxy.proxy.layers.http._events import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +32,7 @@ UPSTREAM_ERROR = "upstream-error"
 Fault = tuple[int, str]
 
 # The error codes whose mitmproxy answer is a 502 about the upstream.
-_UPSTREAM_CODES = (ErrorCode.CONNECT_FAILED, ErrorCode.GENERIC_SERVER_ERROR)
+UPSTREAM_CODES = (ErrorCode.CONNECT_FAILED, ErrorCode.GENERIC_SERVER_ERROR)
 
 # Faults decided by us for one request, keyed by (client connection id, error message): the
 # renderers see only the connection and the message. Entries go when rendered or at disconnect.
@@ -68,7 +65,7 @@ def forget_client(client_id: str) -> None:
         _pending.pop(key, None)
 
 
-def _fault_for(client_id: str, message: str) -> Fault:
+def fault_for(client_id: str, message: str) -> Fault:
     return _pending.pop((client_id, message), None) or classify(message)
 
 
@@ -89,68 +86,12 @@ def mark_connect_error(flow: http.HTTPFlow) -> None:
 
 # -- renderers ---------------------------------------------------------------------------------
 
-_installed = False
-
 
 def install() -> None:
-    """Wrap mitmproxy's client-side error renderers (HTTP/1 and HTTP/2). Idempotent."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    original_h1_send = _http1.Http1Server.send
-    original_h2_handle = _http2.Http2Server._handle_event
+    """Wrap mitmproxy's client-side error renderers (addons/patches/renderers.py). Idempotent."""
+    from addons.patches import registry, renderers
 
-    def h1_send(self, event):
-        if (
-            isinstance(event, ResponseProtocolError)
-            and event.code in _UPSTREAM_CODES
-            and not self.response
-            and self.conn.state & ConnectionState.CAN_WRITE
-        ):
-            status, reason = _fault_for(self.context.client.id, event.message)
-            response = http.Response.make(
-                status,
-                body(status, reason),
-                {
-                    "X-Proxy-Error": reason,
-                    "Content-Type": "text/plain; charset=utf-8",
-                    "Connection": "close",
-                },
-            )
-            yield commands.SendData(self.conn, _http1.http1.assemble_response(response))
-            yield commands.CloseConnection(self.conn)
-            return
-        yield from original_h1_send(self, event)
-
-    def h2_handle(self, event):
-        if (
-            isinstance(event, ResponseProtocolError)
-            and event.code in _UPSTREAM_CODES
-            and not self.is_closed(event.stream_id)
-            and self.is_open_for_us(event.stream_id)
-            and not self.h2_conn.streams[event.stream_id].state_machine.headers_sent
-        ):
-            status, reason = _fault_for(self.context.client.id, event.message)
-            payload = body(status, reason)
-            self.h2_conn.send_headers(
-                event.stream_id,
-                [
-                    (b":status", b"%d" % status),
-                    (b"x-proxy-error", reason.encode()),
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", b"%d" % len(payload)),
-                ],
-            )
-            self.h2_conn.send_data(event.stream_id, payload, end_stream=True)
-            data = self.h2_conn.data_to_send()
-            if data:
-                yield commands.SendData(self.conn, data)
-            return
-        yield from original_h2_handle(self, event)
-
-    _http1.Http1Server.send = h1_send  # type: ignore[method-assign]
-    _http2.Http2Server._handle_event = h2_handle  # type: ignore[method-assign]
+    registry.apply(renderers.patches())
 
 
 # -- deadlines ---------------------------------------------------------------------------------

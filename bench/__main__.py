@@ -27,6 +27,7 @@ from tests.support.faulty_upstreams import HangingServer
 TARGETS = ("direct", "squid", "mitmdump", "sidecar")
 PROXIES = ("squid", "mitmdump", "sidecar")
 RESULTS = Path(__file__).resolve().parent / "results"
+DOCS_PERFORMANCE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 # name -> (path, parallel, new connection, max count)
 REGIMES = {
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.markdown(summary, meta)
     (args.out / "summary.md").write_text(markdown)
     report.chart(summary, args.out / "chart.png")
+    if args.out.resolve() == RESULTS.resolve():
+        report.copy_into_docs(markdown, DOCS_PERFORMANCE)
     print(markdown)
     print(f"bench: wrote {args.out}/summary.json, summary.md, chart.png")
     return 0

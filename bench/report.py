@@ -266,3 +266,18 @@ def chart(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+DOCS_START, DOCS_END = "<!-- bench:start", "<!-- bench:end -->"
+
+
+def replace_docs_table(text: str, markdown: str) -> str:
+    """`text` (docs/performance.md) with the copy of the table between its markers replaced."""
+    start = text.index(DOCS_START)
+    body_start = text.index("\n", start) + 1
+    end = text.index(DOCS_END, body_start)
+    return text[:body_start] + markdown.rstrip() + "\n" + text[end:]
+
+
+def copy_into_docs(markdown: str, docs: Path) -> None:
+    docs.write_text(replace_docs_table(docs.read_text(), markdown))

@@ -2,9 +2,10 @@
 
 Steps, each skipped when its result is already there:
 1. a Docker engine (`images.engine.ensure_engine`; one started here is stopped at the end);
-2. the wheels of images/sidecar/requirements.txt for the image's Python (cp313, manylinux,
-   this machine's architecture), downloaded on the host into ``.state/wheels/sidecar``, which
-   the root ``.dockerignore`` lets into the build context;
+2. the wheels pinned in images/sidecar/requirements.lock and pip.lock (exact versions, sha256
+   checked) for the image's Python (cp313, manylinux, this machine's architecture), downloaded
+   on the host into ``.state/wheels/sidecar``, which the root ``.dockerignore`` lets into the
+   build context (``python -m images.lock`` regenerates the lock);
 3. every base image a Dockerfile's FROM names that the engine lacks (`images.base`);
 4. ``docker build --network none -f images/<x>/Dockerfile .`` with the repository root as context.
 
@@ -36,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".state"
 BASE_CACHE = STATE / "base"
 WHEELS = STATE / "wheels" / "sidecar"
-SIDECAR_REQUIREMENTS = ROOT / "images" / "sidecar" / "requirements.txt"
+SIDECAR = ROOT / "images" / "sidecar"
+# Exact versions and wheel hashes of the image's dependencies, and of the pip that installs them.
+SIDECAR_LOCKS = (SIDECAR / "requirements.lock", SIDECAR / "pip.lock")
 # The Python of python:3.13-slim-trixie and of Debian trixie's python3.
 IMAGE_PYTHON = "3.13"
 BUILD_TIMEOUT = 1800
@@ -74,28 +77,45 @@ def image_refs(tag: str | None = None) -> dict[str, str]:
     return {spec.key: f"{spec.name}:{tag}" for spec in IMAGES}
 
 
-def _wheel_platforms() -> list[str]:
+def machine_arch() -> str:
     machine = platform.machine()
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine)
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine)
+
+
+def _wheel_platforms(arch: str | None = None) -> list[str]:
+    arch = arch or machine_arch()
     return [f"manylinux_2_{minor}_{arch}" for minor in (39, 36, 34, 31, 28, 27, 26, 24, 17)] + [
         f"manylinux2014_{arch}",
         f"linux_{arch}",
     ]
 
 
+def pip_download_command(
+    dest: Path, python_version: str = IMAGE_PYTHON, arch: str | None = None
+) -> list[str]:
+    """`pip download` of binary wheels for the image's Python on `arch`; add what to download."""
+    abi = "cp" + python_version.replace(".", "")
+    return [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--dest", str(dest), "--only-binary=:all:",
+        "--python-version", python_version, "--implementation", "cp",
+        "--abi", abi, "--abi", "abi3", "--abi", "none",
+        *(arg for p in _wheel_platforms(arch) for arg in ("--platform", p)),
+    ]  # fmt: skip
+
+
 def download_wheels(
     dest: Path = WHEELS,
-    requirements: Path = SIDECAR_REQUIREMENTS,
+    locks: Sequence[Path] = SIDECAR_LOCKS,
     python_version: str = IMAGE_PYTHON,
     refresh: bool = False,
 ) -> Path:
-    """Wheels for `requirements` (and pip itself) for the image's Python, on the host.
+    """The wheels pinned in `locks` for the image's Python, on the host, their hashes checked.
 
-    Reused as long as the requirements and the target are unchanged, so a rerun needs no index.
+    Reused as long as the locks and the target are unchanged, so a rerun needs no index.
     """
     platforms = _wheel_platforms()
-    abi = "cp" + python_version.replace(".", "")
-    stamp_text = "\n".join([requirements.read_text(), python_version, *platforms])
+    stamp_text = "\n".join([*(lock.read_text() for lock in locks), python_version, *platforms])
     digest = hashlib.sha256(stamp_text.encode()).hexdigest()
     stamp = dest / ".stamp"
     if not refresh and stamp.exists() and stamp.read_text() == digest:
@@ -103,13 +123,11 @@ def download_wheels(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".wheels-", dir=dest.parent))
+    # --no-deps: the lock already lists every dependency; nothing outside it may come in.
     cmd = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-        "--dest", str(tmp), "--only-binary=:all:",
-        "--python-version", python_version, "--implementation", "cp",
-        "--abi", abi, "--abi", "abi3", "--abi", "none",
-        *(arg for p in platforms for arg in ("--platform", p)),
-        "-r", str(requirements), "pip",
+        *pip_download_command(tmp, python_version),
+        "--require-hashes", "--no-deps",
+        *(arg for lock in locks for arg in ("-r", str(lock))),
     ]  # fmt: skip
     log.info("wheels: pip download for cp%s %s", python_version, platforms[0])
     started = time.monotonic()

@@ -22,6 +22,7 @@ import yaml
 from kubernetes.client import ApiClient
 
 from addons.policy import PolicyError
+from addons.policy_file import read_policy_text
 from k8s import constants as c
 from k8s.manifests import (
     ManifestError,
@@ -124,10 +125,8 @@ def cmd_policy(args: argparse.Namespace) -> list[Any]:
     if args.from_file is None:
         return [build_policy_configmap(policy_text_from_domains(args.allow), args.name, "--allow")]
     path = Path(args.from_file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"cannot read the policy file {path}: {e}") from None
+    # The proxy's own reader: a regular file within the size cap, never a FIFO or device.
+    text = read_policy_text(path)
     source = str(path)
     if args.allow:
         text = merge_policy_text(text, args.allow, source)

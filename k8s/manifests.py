@@ -13,6 +13,7 @@ from kubernetes import client
 
 from addons.policy import VERSION as POLICY_VERSION
 from addons.policy import PolicyError, parse_policy
+from addons.policy_file import load_yaml
 from k8s import constants as c
 
 
@@ -108,7 +109,7 @@ def policy_text_from_domains(domains: Iterable[str]) -> str:
 def merge_policy_text(text: str, extra_domains: Iterable[str], source: str) -> str:
     """`text` with extra allowed_domains appended (duplicates dropped). Validates both."""
     parse_policy(text, source)
-    data = yaml.safe_load(text)
+    data = load_yaml(text, source)  # the proxy's strict YAML, as just validated
     domains = list(data.get("allowed_domains") or [])
     for domain in extra_domains:
         if domain not in domains:

@@ -45,7 +45,9 @@ if [[ -d $ca_dir && "$(cd "$ca_dir" && pwd -P)" == "$confdir" ]]; then
     die "AUTH_PROXY_CONFDIR must not be the CA folder $ca_dir (mitmproxy writes into its confdir)"
 fi
 
-# Never reuse a CA left in the confdir by an earlier run: it is either rebuilt or regenerated.
+# Never reuse a CA left in the confdir by an earlier run (say, an ephemeral one, in an emptyDir
+# that outlives the container): it is either rebuilt or regenerated. The proxy's CA check never
+# deletes files, so this folder's owner (this script) clears them.
 rm -f "$confdir"/mitmproxy-ca.pem "$confdir"/mitmproxy-ca-cert.pem "$confdir"/mitmproxy-ca-cert.cer \
     "$confdir"/mitmproxy-ca-cert.p12 "$confdir"/mitmproxy-ca.p12
 
@@ -56,9 +58,10 @@ if [[ -f $ca_dir/tls.crt && -f $ca_dir/tls.key ]]; then
     cat "$ca_dir/tls.key" "$ca_dir/tls.crt" > "$confdir/.mitmproxy-ca.pem.tmp"
     mv -f "$confdir/.mitmproxy-ca.pem.tmp" "$confdir/mitmproxy-ca.pem"
     cp "$ca_dir/tls.crt" "$confdir/mitmproxy-ca-cert.pem"
-    # The proxy's CA check treats a confdir CA younger than its process as one mitmproxy made up;
-    # `exec` keeps this shell's start time, so give the copies the mounted CA's (older) mtime.
-    touch -r "$ca_dir/tls.crt" "$confdir/mitmproxy-ca.pem" "$confdir/mitmproxy-ca-cert.pem"
+    # These copies are newer than the proxy process (`exec` keeps this shell's start time), and
+    # need not look older: the proxy's CA check (addons/ca_check.py) takes a CA for one mitmproxy
+    # made up at start only if mitmproxy-ca.p12, which mitmproxy writes with it, is fresh too.
+    # Nothing here writes that file, and the `rm -f` above clears one left by an earlier run.
     say "using the CA from $ca_dir"
 else
     for line in \

@@ -13,8 +13,8 @@ from mitmproxy.proxy import commands, context, events, layer
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow
 
-from addons import inline_hooks
 from addons.dispatch import CachedAddonManager
+from addons.patches import inline_hooks
 
 
 class Recorder:

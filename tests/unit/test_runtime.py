@@ -10,6 +10,7 @@ import pytest
 PROBE = """
 import sys
 import addons.runtime
+addons.runtime.prepare()
 print("flask" in sys.modules, "mitmproxy.addons.dumper" in sys.modules)
 from mitmproxy.addons import default_addons
 print(len(default_addons()) > 20)
@@ -27,13 +28,15 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
     probe = (
         "import asyncio\n"
         "from mitmproxy import options\n"
-        "from addons.runtime import SidecarMaster\n"
+        "import addons.runtime\n"
+        "addons.runtime.prepare()\n"
+        "from addons.sidecar import SidecarMaster\n"
         "async def main():\n"
         "    m = SidecarMaster(options.Options())\n"
         "    print(' '.join(type(a).__name__ for a in m.addons.chain))\n"
         "    print(m.options.listen_host)\n"
         "    from mitmproxy.proxy import layer\n"
-        "    from addons import inline_hooks\n"
+        "    from addons.patches import inline_hooks\n"
         "    print(layer.Layer.handle_event is inline_hooks._handle_event)\n"
         "asyncio.run(main())\n"
     )
@@ -63,9 +66,9 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.net import tls as net_tls
 if sys.argv[1] == "runtime":
     import addons.runtime
-    from addons import tuning
+    addons.runtime.prepare()
     factory = net_tls.create_client_proxy_context
-    tuning.apply()  # again: changes nothing
+    addons.runtime.prepare()  # again: changes nothing
     assert net_tls.create_client_proxy_context is factory
 from mitmproxy.proxy.layers.http import _http_h2
 print(getattr(net_tls.create_client_proxy_context, "lean", False),

@@ -19,7 +19,7 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.test import tflow
 from OpenSSL import SSL
 
-from addons import tuning
+from addons.patches import tuning
 from tests.support.tlspair import TlsPair
 
 

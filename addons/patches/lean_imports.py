@@ -20,10 +20,17 @@ from pathlib import Path
 PACKAGE = "mitmproxy.addons"
 
 # Start-up imports allocate hundreds of thousands of objects that live as long as the process;
-# collecting while they are created is wasted work (about 5% of the import time). `imports_done`
-# turns collection back on and moves them out of its way (gc.freeze).
-_gc_was_enabled = gc.isenabled()
-gc.disable()
+# collecting while they are created is wasted work (about 5% of the import time). `start` turns
+# collection off, `imports_done` turns it back on and moves them out of its way (gc.freeze).
+_gc_was_enabled = True
+
+
+def start() -> None:
+    """Before the first mitmproxy import: no collection during imports, no default addons."""
+    global _gc_was_enabled
+    _gc_was_enabled = gc.isenabled()
+    gc.disable()
+    install()
 
 
 def imports_done() -> None:
@@ -57,6 +64,3 @@ def install() -> None:
 
     vars(package)["__getattr__"] = __getattr__
     sys.modules[PACKAGE] = package
-
-
-install()

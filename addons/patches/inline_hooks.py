@@ -26,6 +26,8 @@ from mitmproxy import addonmanager, exceptions, flow
 from mitmproxy.proxy import commands, events, layer, mode_servers
 
 from addons.dispatch import CachedAddonManager, call_handlers
+from addons.patches import registry
+from addons.patches.registry import Patch
 
 _HALT = object()  # an addon raised AddonHalt: later handlers of the hook are skipped
 
@@ -153,19 +155,35 @@ async def _handle_hook(self: mode_servers.ProxyConnectionHandler, hook: commands
 _ORIGINALS = (layer.Layer.handle_event, mode_servers.ProxyConnectionHandler.handle_hook)
 
 
+def patches() -> list[Patch]:
+    return [
+        Patch(
+            "hooks-run-inline",
+            "mitmproxy.proxy.layer:Layer.handle_event",
+            "fd88b0fb09ceddbb1915fe0d588c206e8310d6883a77048a665675e49e43de2b",
+            _handle_event,
+            "hooks whose handlers finish at once run inside the layer that raised them: "
+            "about 20% less CPU per keep-alive request (a copy of upstream's loop, one marked "
+            "line added)",
+        ),
+        Patch(
+            "hooks-finished-after-a-wait",
+            "mitmproxy.proxy.mode_servers:ProxyConnectionHandler.handle_hook",
+            "9f8b52fd798203c9d2401c3e5d8c7f9976c490ac124b17cd55d8afce73b66acf",
+            _handle_hook,
+            "the connection handler awaits the rest of a hook that hooks-run-inline started",
+        ),
+    ]
+
+
 def install(manager: CachedAddonManager) -> None:
     """Run the hooks of every layer inline where possible, with `manager`'s handlers."""
     global _runner
     _runner = HookRunner(manager)
-    _set(_handle_event, _handle_hook)
+    registry.apply(patches())
 
 
 def uninstall() -> None:
     global _runner
     _runner = None
-    _set(*_ORIGINALS)
-
-
-def _set(handle_event, handle_hook) -> None:
-    layer.Layer.handle_event = handle_event  # type: ignore[method-assign]
-    mode_servers.ProxyConnectionHandler.handle_hook = handle_hook  # type: ignore[method-assign]
+    registry.revert(patches())

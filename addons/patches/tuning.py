@@ -1,18 +1,15 @@
-"""Changes to mitmproxy, pyOpenSSL and the garbage collector that the `auth-proxy` runtime
-makes for CPU and memory (README: "What the sidecar's runtime does differently from mitmdump").
+"""Speed and memory changes to mitmproxy, h2 and pyOpenSSL for the `auth-proxy` runtime, as
+registry entries (docs/internals.md lists each with its measured gain).
 
-Each was measured with `make bench`, the stress suite or a tunnel memory check, and keeps what
-clients and upstreams see, except the two noted where they are set (key-exchange groups on the
-in-pod leg; how long HTTP/2 remembers closed streams). `mitmdump -s addons/allowlist.py` runs
-without them, and the proxy test suite runs against both. They touch mitmproxy 12.3 internals
-(pinned `~=12.3.1`): re-check on upgrade. `apply()` may be called more than once.
+Each keeps what clients and upstreams see, except the two noted where they are set (key-exchange
+groups on the in-pod leg; how long HTTP/2 remembers closed streams). `mitmdump -s
+addons/allowlist.py` runs without them; the proxy test suite runs against both runtimes.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import gc
 import logging
 import types
 from collections import OrderedDict
@@ -21,13 +18,14 @@ from typing import Any
 
 import h2.events
 from mitmproxy import http, optmanager
-from mitmproxy.net import tls as net_tls
-from mitmproxy.proxy import layer, server
+from mitmproxy.proxy import server
 from mitmproxy.proxy.layers import http as http_layers
-from mitmproxy.proxy.layers.http import _http2, _http_h2
+from mitmproxy.proxy.layers.http import _http2
 from OpenSSL import SSL, crypto
 
 from addons import events
+from addons.patches import registry
+from addons.patches.registry import Patch
 
 # The h2 library remembers how each closed stream of a connection closed, up to 65,536 streams,
 # to tell late frames of a stream it reset from protocol errors: about 20 MiB for one busy
@@ -235,44 +233,138 @@ def _use_shared_privatekey(self: SSL.Connection, pkey) -> None:
     return None
 
 
-def apply() -> None:
-    # mitmproxy type-checks every field of every HTTP message it makes, unless Python runs with
-    # -O (`if __debug__:` around MessageData.__post_init__): a fifth of the proxy's CPU per
-    # keep-alive request. -O would also drop the asserts that guard mitmproxy's invariants,
-    # which a security boundary keeps, so only the type check goes. The checks catch programming
-    # errors in code that builds messages; the tests run the addon under mitmdump too.
-    http.MessageData.__post_init__ = _skip_message_type_check  # type: ignore[method-assign]
-    # Layer.__init__ makes its queue with `collections.deque()`, the module's only runtime use
-    # of `collections`: 4.6 MiB less at 500 open tunnels.
-    layer.collections = types.SimpleNamespace(deque=EventQueue)  # type: ignore[assignment]
-    # Python 3.13 raised the young generation's threshold from 700 to 2,000 objects. Under many
-    # requests at once, objects of requests still in flight then survive more young collections,
-    # and the reference cycles that mitmproxy's layers and flows form reach the old generation,
-    # which is collected far less often. With 700 the load test's 500 tunnels (500 requests at
-    # once) peaked at 121 MiB instead of 131; CPU per request stayed within the bench's noise.
-    gc.set_threshold(700, *gc.get_threshold()[1:])
-    _http_h2.BufferedH2Connection.MAX_CLOSED_STREAMS = H2_CLOSED_STREAMS_KEPT
-    # mitmproxy's HTTP/2 layer forgets a stream's state only when the peer's end of it comes
-    # last (on the workload's side the response ends each stream), and the upstream side never
-    # forgets its map of stream ids: every stream of a connection stays in memory for the
-    # connection's lifetime, about 220 bytes each (10 MiB for the soak test's 46,000 requests on
-    # one connection). Once both ends of a stream are closed, it is forgotten. Subclasses call
-    # these through super(), so patching the base class covers both sides.
-    _http2.Http2Connection._handle_event = _handle_event_forgetting_closed_streams  # type: ignore[method-assign]
-    _http2.Http2Connection.handle_h2_event = _handle_h2_event_forgetting_closed_streams  # type: ignore[method-assign]
-    http.Headers.get_all = _headers_get_all  # type: ignore[method-assign]
-    http.Headers.get = _headers_get  # type: ignore[method-assign,assignment]
-    http.Headers.__contains__ = _headers_contains  # type: ignore[method-assign,assignment]
-    optmanager._Option.current = _option_value  # type: ignore[method-assign]
-    server.ConnectionHandler.log = _log_unless_unshown_notice  # type: ignore[method-assign]
-    http_layers.HttpStream.flow_done = _flow_done_and_unlinked  # type: ignore[method-assign]
-    SSL.Connection.use_certificate = _use_shared_certificate  # type: ignore[method-assign]
-    SSL.Connection.use_privatekey = _use_shared_privatekey  # type: ignore[method-assign]
-    # tlsconfig calls these through the module at every handshake.
-    if not getattr(net_tls.create_client_proxy_context, "lean", False):
-        net_tls.create_client_proxy_context = _lean_contexts(  # type: ignore[assignment]
-            net_tls.create_client_proxy_context, CLIENT_LEG_GROUPS
-        )
-        net_tls.create_proxy_server_context = _lean_contexts(  # type: ignore[assignment]
-            net_tls.create_proxy_server_context, None
-        )
+def _why(text: str) -> str:
+    return " ".join(text.split())
+
+
+def patches() -> list[Patch]:
+    """The registry entries, made when asked (the wrappers close over mitmproxy's originals)."""
+    client_factory = registry.original("mitmproxy.net.tls:create_client_proxy_context")
+    server_factory = registry.original("mitmproxy.net.tls:create_proxy_server_context")
+    lean_client = _lean_contexts(client_factory, CLIENT_LEG_GROUPS)
+    lean_server = _lean_contexts(server_factory, None)
+    return [
+        Patch(
+            "no-message-type-check",
+            "mitmproxy.http:MessageData.__post_init__",
+            "f65088e210cd9cc1dc277086ee4c7f5701d433b02e6f1d81a2ac22f94c484414",
+            _skip_message_type_check,
+            _why("""mitmproxy type-checks every field of every HTTP message it makes unless
+            Python runs with -O, which would also drop the asserts that guard its invariants:
+            a fifth of the CPU of a keep-alive request"""),
+        ),
+        Patch(
+            "list-event-queues",
+            "mitmproxy.proxy.layer:Layer.__init__",
+            "fd5121f4df9d0eba6f69c84a90b841eea79572404b5f6c26f91074aaf81bb1dd",
+            types.SimpleNamespace(deque=EventQueue),
+            _why("""each layer's queue of events held during a hook is a list, not a deque
+            (the module's only runtime use of `collections`): 4.6 MiB less at 500 tunnels"""),
+            attribute="mitmproxy.proxy.layer:collections",
+        ),
+        Patch(
+            "h2-closed-streams-kept",
+            "h2.connection:H2Connection",
+            "a0a805a8ad32d4828049c8b8b02544253503f732c8fba69a140c0e4162ae45db",
+            H2_CLOSED_STREAMS_KEPT,
+            _why("""h2 remembers 1,024 closed streams per connection instead of 65,536:
+            about 20 MiB less for a busy HTTP/2 client and its upstream"""),
+            attribute="mitmproxy.proxy.layers.http._http_h2:BufferedH2Connection.MAX_CLOSED_STREAMS",
+        ),
+        Patch(
+            "h2-forget-streams-we-ended",
+            "mitmproxy.proxy.layers.http._http2:Http2Connection._handle_event",
+            "7fc814a8a507f234678605fecaf0c03ffbd948dcfac53792c1233399170ca601",
+            _handle_event_forgetting_closed_streams,
+            _why("""mitmproxy's HTTP/2 layers keep every stream's state and id map for the
+            connection's lifetime (about 220 bytes per request); a stream is forgotten once
+            both its ends are closed"""),
+        ),
+        Patch(
+            "h2-forget-streams-the-peer-ended",
+            "mitmproxy.proxy.layers.http._http2:Http2Connection.handle_h2_event",
+            "f6b6a52b125481023258ba6169612b2812f28dbdb2b294f7d150cf4bbd677ea6",
+            _handle_h2_event_forgetting_closed_streams,
+            "the other half of h2-forget-streams-we-ended",
+        ),
+        Patch(
+            "headers-get-all",
+            "mitmproxy.http:Headers.get_all",
+            "367b3317bc2ba45c0a5af45ea8f710a80c38234f8dc3c3030ce23a19b0cfa24e",
+            _headers_get_all,
+            _why("""header lookups without a method call per field and without a KeyError per
+            absent header (about 25 lookups per request, most absent): with the option reads,
+            about 4% of a keep-alive request"""),
+        ),
+        Patch(
+            "headers-get",
+            "mitmproxy.coretypes.multidict:_MultiDict.__getitem__",
+            "482e7414c932e3e81efbc8888ab404e124ebc4bea48736746ead89e75db0b9d4",
+            _headers_get,
+            "Headers.get through headers-get-all, with Mapping.get's answers",
+            attribute="mitmproxy.http:Headers.get",
+        ),
+        Patch(
+            "headers-contains",
+            "mitmproxy.coretypes.multidict:_MultiDict.__getitem__",
+            "482e7414c932e3e81efbc8888ab404e124ebc4bea48736746ead89e75db0b9d4",
+            _headers_contains,
+            "`name in headers` through headers-get-all, with Mapping's answers",
+            attribute="mitmproxy.http:Headers.__contains__",
+        ),
+        Patch(
+            "option-reads-copy-only-mutable-values",
+            "mitmproxy.optmanager:_Option.current",
+            "6859c2d9c826806ed06b7b034ef608de3f655c67390e4badd26d70ec75811adb",
+            _option_value,
+            _why("""mitmproxy deep-copies an option's value on every read (about ten per
+            request); immutable values need no copy"""),
+        ),
+        Patch(
+            "unshown-notices-not-made",
+            "mitmproxy.proxy.server:ConnectionHandler.log",
+            "706760d6eecf10cd8ec40b6bc86f0da38576cd1e8c97ec305a7c3216533d0644",
+            _log_unless_unshown_notice,
+            _why("""per-request streaming notices are not formatted when no handler would
+            print them: 3% of a keep-alive request"""),
+        ),
+        Patch(
+            "finished-streams-freed-at-once",
+            "mitmproxy.proxy.layers.http:HttpStream.flow_done",
+            "ad9969744785c572bf38b70c9269469554e6fcf016ea7d7f89541b865cff6d85",
+            _flow_done_and_unlinked,
+            _why("""a finished HTTP stream no longer refers to itself, so each request is
+            freed at once instead of by the garbage collector: 500-tunnel peak 126 -> 117
+            MiB"""),
+        ),
+        Patch(
+            "shared-leaf-certificate",
+            "OpenSSL.SSL:Connection.use_certificate",
+            "f11fc6ff85aed5e5cd907c5dff49add3d0e37d4ffb746ca91f48aba9fd8a322f",
+            _use_shared_certificate,
+            "one OpenSSL copy of each leaf certificate, shared: 4 MiB less at 500 tunnels",
+        ),
+        Patch(
+            "shared-leaf-key",
+            "OpenSSL.SSL:Connection.use_privatekey",
+            "9c0b07a663869b8f93872b4e0c48b5a61f2dede4843a75b9beda452791f68b5e",
+            _use_shared_privatekey,
+            "the same for the leaf's private key",
+        ),
+        Patch(
+            "lean-client-leg-contexts",
+            "mitmproxy.net.tls:create_client_proxy_context",
+            "8a3bd5b54ef3d09390cbfa3c2aed439712ef769b780318f44116eb88a2675093",
+            lean_client,
+            _why("""workload-leg TLS contexts free idle record buffers from the handshake on
+            and offer classic groups only (the leg never leaves the pod): about 9 MiB less at
+            500 tunnels"""),
+        ),
+        Patch(
+            "lean-upstream-leg-contexts",
+            "mitmproxy.net.tls:create_proxy_server_context",
+            "e2d90d71c574479781516eb28370a3de16f7995456f3a640b6f7cc2b07454929",
+            lean_server,
+            "upstream-leg TLS contexts free idle record buffers from the handshake on",
+        ),
+    ]
