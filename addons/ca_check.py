@@ -9,6 +9,7 @@ they do not trust) and fails with a bare traceback on a bad one. Every problem h
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import exceptions
+
+logger = logging.getLogger(__name__)
 
 CA_FILE = "mitmproxy-ca.pem"
 FRESH_SLACK_SECONDS = 0.05
@@ -139,3 +142,31 @@ def check_at_start(confdir: str, required: bool) -> None:
                 "and --set confdir=DIR (or --set ca_required=false to allow a throwaway CA)",
             )
     check_confdir(confdir, required)
+
+
+class CaCheck:
+    """The interception CA is checked when the confdir is set and again at start."""
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "ca_required",
+            bool,
+            True,
+            "Exit at start unless confdir holds a CA (mitmproxy-ca.pem, key and certificate that match); false lets mitmproxy generate a throwaway CA.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        if {"confdir", "ca_required"} & updated and ctx.options.confdir != ctx.options.default(
+            "confdir"
+        ):
+            check_confdir(ctx.options.confdir, ctx.options.ca_required)
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        try:
+            check_at_start(ctx.options.confdir, ctx.options.ca_required)
+        except exceptions.OptionsError as e:
+            logger.error(str(e))  # an error logged at start-up makes mitmproxy exit 1

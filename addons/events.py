@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from addons.policy import Decision
+from addons.core.decision import Decision
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
@@ -60,15 +60,16 @@ def demote_per_request_notices(on: bool) -> None:
 
 
 @dataclass
-class Metrics:
+class DecisionMetrics:
+    """Decisions by result and reason: the allowlist, the protocol gate and the head limits
+    count into one of these."""
+
     decisions: Counter[tuple[bool, str]] = field(default_factory=Counter)
-    reload_errors: int = 0
-    reloads: int = 0
 
     def count(self, decision: Decision) -> None:
         self.decisions[(decision.allow, decision.reason)] += 1
 
-    def render(self, policy_entries: int, open_connections: int, ready: bool) -> str:
+    def render(self) -> str:
         lines = [
             "# HELP auth_proxy_decisions_total Proxy decisions by result and reason.",
             "# TYPE auth_proxy_decisions_total counter",
@@ -78,21 +79,4 @@ class Metrics:
             lines.append(
                 f'auth_proxy_decisions_total{{result="{result}",reason="{reason}"}} {count}'
             )
-        lines += [
-            "# HELP auth_proxy_open_connections Client connections open now.",
-            "# TYPE auth_proxy_open_connections gauge",
-            f"auth_proxy_open_connections {open_connections}",
-            "# HELP auth_proxy_policy_entries Entries in the policy in force.",
-            "# TYPE auth_proxy_policy_entries gauge",
-            f"auth_proxy_policy_entries {policy_entries}",
-            "# HELP auth_proxy_policy_reloads_total Policy reloads that took effect.",
-            "# TYPE auth_proxy_policy_reloads_total counter",
-            f"auth_proxy_policy_reloads_total {self.reloads}",
-            "# HELP auth_proxy_policy_reload_errors_total Policy reloads that failed.",
-            "# TYPE auth_proxy_policy_reload_errors_total counter",
-            f"auth_proxy_policy_reload_errors_total {self.reload_errors}",
-            "# HELP auth_proxy_ready Whether /readyz answers 200.",
-            "# TYPE auth_proxy_ready gauge",
-            f"auth_proxy_ready {int(ready)}",
-        ]
         return "\n".join(lines) + "\n"

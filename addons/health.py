@@ -157,3 +157,63 @@ _REASONS = {
     405: "Method Not Allowed",
     503: "Service Unavailable",
 }
+
+
+ReadinessPart = Callable[[], tuple[bool, dict[str, object]]]
+
+
+class Health:
+    """/healthz, /readyz and /metrics, from the parts other addons report."""
+
+    def __init__(self, readiness: list[ReadinessPart], metrics: list[Callable[[], str]]) -> None:
+        self._parts = readiness
+        self._metrics = metrics
+        self._server = HealthServer(self.readiness, self.render_metrics)
+
+    def load(self, loader) -> None:
+        loader.add_option("health_host", str, "0.0.0.0", "Address of /healthz, /readyz, /metrics.")
+        loader.add_option("health_port", int, 8081, "Port of /healthz, /readyz and /metrics.")
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        host, port = ctx.options.health_host, ctx.options.health_port
+        try:
+            self._server.start(host, port)
+        except OSError as e:
+            logger.error(
+                f"health server cannot listen on {host}:{port}: {e}. "
+                "Fix: choose a free --set health_port"
+            )
+
+    def done(self) -> None:
+        self._server.stop()
+
+    def readiness(self) -> Readiness:
+        ready = _listening()
+        detail: dict[str, object] = {"listening": ready}
+        for part in self._parts:
+            part_ready, part_detail = part()
+            ready = ready and part_ready
+            detail.update(part_detail)
+        return Readiness(ready, detail)
+
+    def render_metrics(self) -> str:
+        ready = int(self.readiness().ready)
+        rendered = "".join(render() for render in self._metrics)
+        return rendered + (
+            "# HELP auth_proxy_ready Whether /readyz answers 200.\n"
+            "# TYPE auth_proxy_ready gauge\n"
+            f"auth_proxy_ready {ready}\n"
+        )
+
+
+def _listening() -> bool:
+    from mitmproxy import ctx
+
+    proxyserver = ctx.master.addons.get("proxyserver")
+    return bool(
+        proxyserver
+        and proxyserver.is_running
+        and any(server.is_running for server in proxyserver.servers)
+    )

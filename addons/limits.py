@@ -23,21 +23,21 @@ import asyncio
 import logging
 import resource
 
-from mitmproxy import certs, ctx, http
+from mitmproxy import certs, ctx, exceptions, http
 
-from addons import accept_errors, events, health, policy
+from addons import accept_errors, events, health
+from addons.core import limits as core_limits
+from addons.core import reasons
 
 logger = logging.getLogger(__name__)
 
-TOO_MANY_CONNECTIONS = "too-many-connections"
-SHUTTING_DOWN = "shutting-down"
-REQUEST_TOO_LARGE = "request-too-large"
-STATUS_FOR_REASON = {TOO_MANY_CONNECTIONS: 503, SHUTTING_DOWN: 503, REQUEST_TOO_LARGE: 431}
+TOO_MANY_CONNECTIONS = reasons.TOO_MANY_CONNECTIONS.name
+REQUEST_TOO_LARGE = reasons.REQUEST_TOO_LARGE.name
 
-# mitmproxy reads a request head of any size; these bound what is forwarded.
-MAX_REQUEST_TARGET = 16 * 1024
-MAX_HEADER_BYTES = 64 * 1024
-MAX_HEADER_COUNT = 200
+# mitmproxy reads a request head of any size; these bound what is forwarded (the core decides).
+MAX_REQUEST_TARGET = core_limits.MAX_REQUEST_TARGET
+MAX_HEADER_BYTES = core_limits.MAX_HEADER_BYTES
+MAX_HEADER_COUNT = core_limits.MAX_HEADER_COUNT
 
 # Sized for the sidecar's 128Mi limit: an idle tunnel holds about 150 KiB (two TLS sessions and
 # mitmproxy's per-connection state) on top of about 60 MiB at rest.
@@ -109,20 +109,6 @@ def raise_fd_limit(connections: int) -> int:
     return cap
 
 
-def request_shape_refusal(flow: http.HTTPFlow) -> str | None:
-    """A reason to refuse a request for its shape alone: an oversized target or head, or an
-    HTTP/1 request that names no Host (the Host binding needs one)."""
-    request = flow.request
-    if len(request.data.path) > MAX_REQUEST_TARGET:
-        return REQUEST_TOO_LARGE
-    fields = request.headers.fields
-    if len(fields) > MAX_HEADER_COUNT or sum(len(k) + len(v) for k, v in fields) > MAX_HEADER_BYTES:
-        return REQUEST_TOO_LARGE
-    if request.http_version.startswith("HTTP/1") and "host" not in request.headers:
-        return policy.HOST_MISMATCH
-    return None
-
-
 class ConnectionLimits:
     def __init__(self) -> None:
         self.admitted: set[str] = set()
@@ -142,12 +128,30 @@ class ConnectionLimits:
 
     # -- options -------------------------------------------------------------------------------
 
+    def load(self, loader) -> None:
+        loader.add_option(
+            "max_connections",
+            int,
+            DEFAULT_MAX_CONNECTIONS,
+            "Client connections served at once (lowered to fit the open-file limit); beyond it a connection's request gets a 503 too-many-connections within 2 seconds, and beyond twice it the connection is closed at once.",
+        )
+        loader.add_option(
+            "client_header_timeout",
+            int,
+            DEFAULT_HEADER_TIMEOUT,
+            "Seconds a client has to send a complete request head whenever none is in flight (after connecting, after a CONNECT, after each response); slower (slowloris, idle, half-open) connections are closed, and idle keep-alive connections too. WebSockets are exempt. 0 disables.",
+        )
+        loader.add_option(
+            "cert_cache_size",
+            int,
+            DEFAULT_CERT_CACHE,
+            "Leaf certificates kept in memory (mitmproxy's CertStore); older ones are dropped and minted again when needed.",
+        )
+
     def configure(self, updated: set[str]) -> None:
         if "cert_cache_size" in updated:
             size = ctx.options.cert_cache_size
             if size < 1:
-                from mitmproxy import exceptions
-
                 raise exceptions.OptionsError(
                     f"cert_cache_size={size}: must be at least 1. Fix: --set cert_cache_size=100"
                 )
@@ -155,8 +159,6 @@ class ConnectionLimits:
             certs.CertStore.STORE_CAP = size
         if "max_connections" in updated:
             if ctx.options.max_connections < 1:
-                from mitmproxy import exceptions
-
                 raise exceptions.OptionsError(
                     f"max_connections={ctx.options.max_connections}: must be at least 1"
                 )
@@ -171,7 +173,17 @@ class ConnectionLimits:
 
     # -- connections ---------------------------------------------------------------------------
 
+    def done(self) -> None:
+        self.cancel_all()
+
     def client_connected(self, client) -> None:
+        try:
+            self._admit(client)
+        except Exception:
+            logger.exception("connection accounting failed; refusing the connection")
+            client.error = "auth-proxy: policy-error"
+
+    def _admit(self, client) -> None:
         if self.open_connections >= self.cap * CEILING_FACTOR:
             # Far over the cap: mitmproxy closes a client whose error is set before reading it.
             self.refused_total += 1
@@ -196,11 +208,27 @@ class ConnectionLimits:
     def open_connections(self) -> int:
         return len(self.admitted) + len(self.refused)
 
-    def refusal(self, flow: http.HTTPFlow) -> str | None:
-        """The reason to refuse this connection's request before any decision, if any."""
-        if flow.client_conn.id in self.refused:
-            return TOO_MANY_CONNECTIONS
-        return None
+    def is_over_cap(self, client_id: str) -> bool:
+        """Whether this connection came over the cap (its requests get a 503)."""
+        return client_id in self.refused
+
+    # Hooks: run after the allowlist's, so a refused request is already marked.
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None and not flow.error:
+            self.request_seen(flow, connect=True)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.request_seen(flow, connect=False)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.request_done(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.request_done(flow)
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        self.websocket_started(flow)
 
     # -- the client deadline: every request head, not only the first ----------------------------
 
@@ -281,6 +309,13 @@ class ConnectionLimits:
         tlsconfig = ctx.master.addons.get("tlsconfig")
         store = getattr(tlsconfig, "certstore", None)
         return len(store.certs) if store is not None else 0
+
+    def render_open(self) -> str:
+        return (
+            "# HELP auth_proxy_open_connections Client connections open now.\n"
+            "# TYPE auth_proxy_open_connections gauge\n"
+            f"auth_proxy_open_connections {self.open_connections}\n"
+        )
 
     def render_metrics(self) -> str:
         lines = [

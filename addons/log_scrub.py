@@ -156,3 +156,25 @@ def uninstall() -> None:
     if _in_chain and logging.getLogRecordFactory() is _factory:
         logging.setLogRecordFactory(_previous)
         _in_chain = False
+
+
+class LogSafety:
+    """No client bytes in any log line (installed for good: see HeadLimits), no per-request
+    notices at info, and no mitmdump per-flow lines (they print full URLs)."""
+
+    def load(self, loader) -> None:
+        from addons import events
+
+        events.demote_per_request_notices(True)
+
+    def running(self) -> None:
+        from mitmproxy import ctx
+
+        install()
+        if getattr(ctx.options, "flow_detail", 0):  # only mitmdump has the option
+            ctx.options.update(flow_detail=0)
+
+    def done(self) -> None:
+        from addons import events
+
+        events.demote_per_request_notices(False)

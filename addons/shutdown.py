@@ -30,6 +30,25 @@ class GracefulShutdown:
         self._task: asyncio.Task[None] | None = None
         self._installed = False
 
+    def load(self, loader) -> None:
+        loader.add_option(
+            "shutdown_grace",
+            int,
+            DEFAULT_GRACE,
+            "Seconds that requests in flight may take to finish after SIGTERM; new connections are refused meanwhile.",
+        )
+
+    def running(self) -> None:
+        self.install()
+
+    def done(self) -> None:
+        self.uninstall()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        if self.draining:
+            return False, {"error": "shutting down: finishing requests in flight"}
+        return True, {}
+
     def install(self) -> None:
         try:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self.begin)
@@ -49,6 +68,17 @@ class GracefulShutdown:
                 logger.exception("restoring the SIGTERM handler failed")
 
     # -- requests ------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """After the allowlist: only requests it let through are waited for."""
+        if flow.response is None and not flow.error and flow.live:
+            self.started(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.finished(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.finished(flow)
 
     def started(self, flow: http.HTTPFlow) -> None:
         self.in_flight.add(flow.id)

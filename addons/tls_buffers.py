@@ -108,3 +108,23 @@ class BioSweeper:
                 self.sweep()
             except Exception:  # memory housekeeping: never let it end the loop or a connection
                 logger.exception("TLS buffer sweep failed")
+
+
+class TlsBuffers(BioSweeper):
+    """The sweeper as an addon: every established TLS connection, both legs, is tracked."""
+
+    def running(self) -> None:
+        self.start()
+
+    def done(self) -> None:
+        self.stop()
+
+    def tls_established_client(self, data) -> None:
+        self.track(data.ssl_conn)
+        # The upstream's certificates were needed to make the client's leaf (upstream_cert), which
+        # is done now. Parsed, with the names that mitmproxy read from them, they hold ~4 KiB
+        # per tunnel for its lifetime; a new upstream connection gets its own list again.
+        data.context.server.certificate_list = []
+
+    def tls_established_server(self, data) -> None:
+        self.track(data.ssl_conn)

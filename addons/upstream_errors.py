@@ -21,13 +21,16 @@ from collections.abc import Callable
 from mitmproxy import ctx, http
 from mitmproxy.proxy.layers.http._events import ErrorCode
 
+from addons.core import reasons
+from addons.limits import DENIED
+
 logger = logging.getLogger(__name__)
 
-UPSTREAM_REFUSED = "upstream-refused"
-UPSTREAM_UNRESOLVABLE = "upstream-unresolvable"
-UPSTREAM_TLS_ERROR = "upstream-tls-error"
-UPSTREAM_TIMEOUT = "upstream-timeout"
-UPSTREAM_ERROR = "upstream-error"
+UPSTREAM_REFUSED = reasons.UPSTREAM_REFUSED.name
+UPSTREAM_UNRESOLVABLE = reasons.UPSTREAM_UNRESOLVABLE.name
+UPSTREAM_TLS_ERROR = reasons.UPSTREAM_TLS_ERROR.name
+UPSTREAM_TIMEOUT = reasons.UPSTREAM_TIMEOUT.name
+UPSTREAM_ERROR = reasons.UPSTREAM_ERROR.name
 
 Fault = tuple[int, str]
 
@@ -39,17 +42,21 @@ UPSTREAM_CODES = (ErrorCode.CONNECT_FAILED, ErrorCode.GENERIC_SERVER_ERROR)
 _pending: dict[tuple[str, str], Fault] = {}
 
 
+def _fault(reason: reasons.Reason) -> Fault:
+    return reasons.status_of(reason.name), reason.name
+
+
 def classify(message: str) -> Fault:
     text = message.lower()
     if "certificate" in text or "tls" in text or "ssl" in text or "handshake" in text:
-        return 502, UPSTREAM_TLS_ERROR
+        return _fault(reasons.UPSTREAM_TLS_ERROR)
     if "refused" in text or "connect call failed" in text or "errno 111" in text:
-        return 502, UPSTREAM_REFUSED
+        return _fault(reasons.UPSTREAM_REFUSED)
     if "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:
-        return 502, UPSTREAM_UNRESOLVABLE
+        return _fault(reasons.UPSTREAM_UNRESOLVABLE)
     if "timed out" in text or "timeout" in text:
-        return 504, UPSTREAM_TIMEOUT
-    return 502, UPSTREAM_ERROR
+        return _fault(reasons.UPSTREAM_TIMEOUT)
+    return _fault(reasons.UPSTREAM_ERROR)
 
 
 def body(status: int, reason: str) -> bytes:
@@ -146,3 +153,44 @@ class UpstreamDeadlines:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+
+
+class UpstreamFaults:
+    """Upstream faults answered with a reason, and the upstream deadline (`upstream_timeout`)."""
+
+    def __init__(self) -> None:
+        self._deadlines = UpstreamDeadlines(lambda: ctx.options.upstream_timeout)
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "upstream_timeout",
+            int,
+            60,
+            "Seconds to wait for an upstream's response headers after sending it a request; then the client gets a 504 upstream-timeout. 0 disables.",
+        )
+
+    def running(self) -> None:
+        install()
+
+    def done(self) -> None:
+        self._deadlines.cancel_all()
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if DENIED not in flow.metadata and flow.response is None:
+            self._deadlines.started(flow)
+
+    def http_connect_error(self, flow: http.HTTPFlow) -> None:
+        if DENIED not in flow.metadata:
+            mark_connect_error(flow)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._deadlines.stop(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._deadlines.stop(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._deadlines.error(flow)
+
+    def client_disconnected(self, client) -> None:
+        forget_client(client.id)

@@ -1,5 +1,5 @@
 """How large a request head may be when it is forwarded. mitmproxy reads a head of any size;
-these bound what reaches an upstream, and addons.head_limits bounds what is read at all."""
+these bound what reaches an upstream, and addons.patches.head_limits bounds what is read at all."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ class Patch:
     name: str
     target: str  # "package.module:Qualified.name": the code the patch was written against
     source_sha256: str  # of inspect.getsource(target), as installed when the patch was written
-    replacement: Any
+    replacement: Any  # None: the target is relied upon as recorded, not replaced
     why: str  # why, and what it gained (measured), in one sentence
     scope: Scope = Scope.RUNTIME
     required: bool = False
@@ -85,12 +85,9 @@ def apply(patches: Iterable[Patch], warn: Callable[[str], None] = logger.warning
     """Apply each patch whose target is as recorded; returns the names applied. Idempotent."""
     applied = []
     for patch in patches:
-        if patch.replaces in _ORIGINALS:  # applied already
-            applied.append(patch.name)
-            continue
         if not matches(patch):
             message = (
-                f"runtime patch {patch.name!r} not applied: the installed source of "
+                f"patch {patch.name!r} not applied: the installed source of "
                 f"{patch.target} differs from the one it was written against ({patch.why})"
             )
             if patch.required:
@@ -101,6 +98,9 @@ def apply(patches: Iterable[Patch], warn: Callable[[str], None] = logger.warning
                 )
             warn(message)
             continue
+        if patch.replacement is None or patch.replaces in _ORIGINALS:  # checked; or applied
+            applied.append(patch.name)
+            continue
         owner, name, current = resolve(patch.replaces)
         _ORIGINALS.setdefault(patch.replaces, current)
         if patch.replaces != patch.target:
@@ -108,6 +108,11 @@ def apply(patches: Iterable[Patch], warn: Callable[[str], None] = logger.warning
         setattr(owner, name, patch.replacement)
         applied.append(patch.name)
     return applied
+
+
+def applied(spec: str) -> bool:
+    """Whether a patch replaced the attribute `spec` in this process."""
+    return spec in _ORIGINALS
 
 
 def original(spec: str) -> Any:

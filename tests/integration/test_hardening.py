@@ -20,6 +20,7 @@ import pytest
 from tests.support.faulty_upstreams import AnsweringServer, _Server, server_context
 from tests.support.processes import wait_until
 from tests.support.proxy import Proxy
+from tests.support.raw_client import read_until_closed
 from tests.support.testnet import LoopbackNet
 
 PAUSE = 0.3  # long enough for the proxy to read a first write on its own
@@ -72,21 +73,6 @@ def open_tunnel(proxy: Proxy, port: int, host: str = "sink.test") -> socket.sock
     return sock
 
 
-def read_all(sock: socket.socket, wait: float = 5.0) -> bytes:
-    received = b""
-    deadline = time.monotonic() + wait
-    sock.settimeout(wait)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (TimeoutError, OSError):
-            break
-        if not chunk:
-            break
-        received += chunk
-    return received
-
-
 def send_in_pieces(sock: socket.socket, *pieces: bytes) -> None:
     for index, piece in enumerate(pieces):
         if index:
@@ -120,7 +106,7 @@ def test_split_http_is_still_checked(gated: Proxy, sinks, pieces: tuple[bytes, .
     before, seen = len(decisions(gated, "host-mismatch")), len(sink.received)
     with open_tunnel(gated, sink.port) as sock:
         send_in_pieces(sock, *pieces)
-        answer = read_all(sock)
+        answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
     assert b"X-Proxy-Error: host-mismatch" in answer
     assert bytes(sink.received[seen:]) == b"", "a request with another Host reached the upstream"
@@ -132,7 +118,7 @@ def test_split_http_with_the_right_host_is_served(gated: Proxy, sinks) -> None:
     head = f"GET / HTTP/1.1\r\nHost: sink.test:{sink.port}\r\n\r\n".encode()
     with open_tunnel(gated, sink.port) as sock:
         send_in_pieces(sock, head[:2], head[2:])
-        answer = read_all(sock)
+        answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"reached"), answer[:200]
 
 
@@ -187,7 +173,7 @@ def test_neither_tls_nor_http_is_closed(gated: Proxy, sinks, first_bytes: bytes)
     before, seen = len(decisions(gated, "unrecognized-protocol")), len(sink.received)
     with open_tunnel(gated, sink.port) as sock:
         send_in_pieces(sock, first_bytes[:1], first_bytes[1:])
-        answer = read_all(sock)
+        answer = read_until_closed(sock)
     assert answer == b""
     assert bytes(sink.received[seen:]) == b"", "raw bytes were relayed to the upstream"
     wait_for_decision(gated, "unrecognized-protocol", before)
@@ -220,11 +206,11 @@ def test_non_websocket_upgrade_refused(gated: Proxy, sinks, value: str, route: s
     if route == "tunnel":
         with open_tunnel(gated, sink.port) as sock:
             sock.sendall(head)
-            answer = read_all(sock)
+            answer = read_until_closed(sock)
     else:
         with socket.create_connection(("127.0.0.1", gated.port), timeout=5) as sock:
             sock.sendall(head)
-            answer = read_all(sock)
+            answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
     assert b"X-Proxy-Error: upgrade-not-allowed" in answer
     assert bytes(sink.received[seen:]) == b""
@@ -238,7 +224,7 @@ def test_upstream_switch_to_another_protocol_is_cut(gated: Proxy, sinks) -> None
         time.sleep(PAUSE)
         with contextlib.suppress(OSError):
             sock.sendall(b"GET /second HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n")
-        answer = read_all(sock, wait=3)
+        answer = read_until_closed(sock, wait=3)
     assert b" 101 " not in answer, answer[:200]
     assert b"/second" not in bytes(sink.received), "bytes after a 101 were relayed raw"
     wait_for_decision(gated, "upgrade-not-allowed", before)
@@ -280,7 +266,7 @@ def test_ambiguous_header_bytes_refused(gated: Proxy, sinks, head: str, route: s
         sock = open_tunnel(gated, sink.port)
     with sock:
         sock.sendall(data)
-        answer = read_all(sock)
+        answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert bytes(sink.received[seen:]) == b"", "an ambiguous head reached the upstream"
 
@@ -423,7 +409,7 @@ def test_reload_closes_what_it_no_longer_allows(
 def test_own_responses_do_not_name_mitmproxy(gated: Proxy, data: bytes) -> None:
     with socket.create_connection(("127.0.0.1", gated.port), timeout=5) as sock:
         sock.sendall(data)
-        answer = read_all(sock)
+        answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert b"server:" not in head and b"mitmproxy" not in answer.lower()

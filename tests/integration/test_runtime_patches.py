@@ -30,6 +30,6 @@ def test_proxy_with_a_stale_patch_warns_and_serves(testnet: LoopbackNet, tmp_pat
     try:
         status, _, _ = proxy.status_and_headers(f"https://upstream.test:{testnet.tls_port}/echo")
         assert status == 200
-        assert "'no-message-type-check' not applied" in proxy.logs()
+        assert "patch 'no-message-type-check' not applied" in proxy.logs()
     finally:
         proxy.stop()

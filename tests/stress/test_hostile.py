@@ -19,6 +19,7 @@ from tests.support.faulty_upstreams import AnsweringServer
 from tests.support.loadclient import ProtocolError, Tunnel
 from tests.support.processes import ManagedProcess, port_open, wait_until
 from tests.support.proxy import Proxy, generate_ca
+from tests.support.raw_client import read_until_closed
 from tests.support.testnet import HOSTS, LoopbackNet
 
 HOSTNAMES = scale(300, 10_000)
@@ -65,17 +66,7 @@ def exchange(port: int, data: bytes, wait: float = 5.0) -> bytes:
             s.sendall(data)
         except OSError:
             return b""
-        received = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except (TimeoutError, OSError):
-                break
-            if not chunk:
-                break
-            received += chunk
-        return received
+        return read_until_closed(s, wait)
 
 
 def refused_cleanly(reply: bytes) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from tests.stress.conftest import Report, scale
 from tests.support.faulty_upstreams import AnsweringServer
 from tests.support.proxy import Proxy
+from tests.support.raw_client import read_until_closed
 from tests.support.testnet import LoopbackNet
 
 ROUNDS = scale(2, 25)
@@ -93,17 +94,7 @@ def attempt(proxy: Proxy, port: int, writes: tuple[bytes, ...]) -> bytes:
             if index:
                 time.sleep(0.05)
             sock.sendall(data)
-        received = b""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, OSError):
-                break
-            if not chunk:
-                break
-            received += chunk
-        return received
+        return read_until_closed(sock)
 
 
 def test_tunnel_attacks_refused_nothing_relayed(

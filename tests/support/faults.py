@@ -4,10 +4,11 @@ Hosts containing "boom" make the policy decision raise; requests carrying an "X-
 the in-tunnel Host check raise.
 """
 
-from addons import flows, policy
+from addons import policy
+from addons.core import decide as core_decide
 
 _decide = policy.decide
-_host_binding_holds = flows.host_binding_holds
+_binding_holds = core_decide.binding_holds
 
 
 def decide(current, host, port):
@@ -16,13 +17,13 @@ def decide(current, host, port):
     return _decide(current, host, port)
 
 
-def host_binding_holds(request, host, port):
-    if "x-boom" in request.headers:
+def binding_holds(fields, authority, host, port):
+    if any(name.lower() == b"x-boom" for name, _ in fields):
         raise RuntimeError("injected fault in host binding")
-    return _host_binding_holds(request, host, port)
+    return _binding_holds(fields, authority, host, port)
 
 
 policy.decide = decide
-flows.host_binding_holds = host_binding_holds
+core_decide.binding_holds = binding_holds
 
 addons: list = []

@@ -141,3 +141,19 @@ def peak_rss_kib(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def read_until_closed(sock: socket.socket, wait: float = 5.0) -> bytes:
+    """Whatever comes back until the peer closes or `wait` seconds pass."""
+    received = b""
+    deadline = time.monotonic() + wait
+    sock.settimeout(wait)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, OSError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received

@@ -12,9 +12,34 @@ from mitmproxy import exceptions, tls
 from mitmproxy.proxy import context, server_hooks
 from mitmproxy.test import taddons, tflow, tutils
 
-from addons import allowlist, events, flows, policy, resolver
+from addons import allowlist, events, flows, policy, request_log, resolver, tls_buffers
 from addons.allowlist import Allowlist
+from addons.approvals import Approvals
+from addons.core import decide as core_decide
 from addons.guard import AllowlistGuard
+from addons.health import Health
+from addons.policy_source import PolicySource
+
+
+class Stack:
+    """The addons `mitmdump -s addons/allowlist.py` loads, and handles on the ones tests drive."""
+
+    def __init__(self) -> None:
+        self.addons = allowlist.make_addons()
+        self.allowlist = self._one(Allowlist)
+        self.policies = self._one(PolicySource)
+        self.health = self._one(Health)
+        self.approvals = self._one(Approvals)
+        self.request_log = self._one(request_log.RequestLog)
+
+    def _one(self, kind):
+        [found] = [a for a in self.addons if isinstance(a, kind)]
+        return found
+
+    async def requestheaders(self, flow) -> None:
+        await self.allowlist.requestheaders(flow)
+        self.request_log.requestheaders(flow)
+
 
 FAKE_DNS = {
     "api.test": ["93.184.216.34"],
@@ -94,20 +119,21 @@ POLICY = ["api.test", "private.test", "split.test", "unresolvable.test", "*.wild
     ],
 )
 async def test_connect_decisions(host, port, status, reason, recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         flow = connect_flow(host, port)
         await addon.http_connect(flow)
         if status is None:
             assert flow.response is None
-            assert addon._tunnels[flow.client_conn.id].addresses == (
+            assert stack.approvals.tunnel(flow.client_conn.id).addresses == (
                 ipaddress.ip_address("93.184.216.34"),
             )
         else:
             assert flow.response.status_code == status
             assert flow.response.headers["X-Proxy-Error"] == reason
-            assert flow.client_conn.id not in addon._tunnels
+            assert stack.approvals.tunnel(flow.client_conn.id) is None
         [line] = [r for r in recorded if r["event"] == "decision"]
         assert line["allow"] is (status is None)
         assert line["reason"] == (reason or "allowed")
@@ -115,12 +141,13 @@ async def test_connect_decisions(host, port, status, reason, recorded) -> None:
 
 
 async def test_no_policy_denies(recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon):
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons):
         flow = connect_flow("api.test")
         await addon.http_connect(flow)
         assert flow.response.headers["X-Proxy-Error"] == "blocked-by-allowlist"
-        assert addon.readiness().ready is False
+        assert stack.health.readiness().ready is False
 
 
 @pytest.mark.parametrize(
@@ -135,9 +162,10 @@ async def test_raising_decision_denies(monkeypatch, recorded, patch_target, hook
         raise RuntimeError("boom")
 
     monkeypatch.setattr(policy, patch_target, explode)
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         flow = (
             connect_flow("api.test")
             if hook == "http_connect"
@@ -182,13 +210,14 @@ H1, H2 = b"HTTP/1.1", b"HTTP/2.0"
 async def test_requests_in_tunnel_must_name_the_tunnel_host(
     recorded, headers, authority, version, reason
 ) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
         flow = request_flow("api.test", headers=headers, authority=authority, http_version=version)
         flow.client_conn = client
-        await addon.requestheaders(flow)
+        await stack.requestheaders(flow)
         if reason is None:
             assert flow.response is None
             assert callable(flow.request.stream), "allowed bodies are streamed"
@@ -197,11 +226,12 @@ async def test_requests_in_tunnel_must_name_the_tunnel_host(
 
 
 async def test_policy_reload_applies_to_open_tunnels(recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
-        tctx.configure(addon, allowed_domains=["other.test"])
+        tctx.configure(stack.policies, allowed_domains=["other.test"])
         flow = request_flow("api.test", headers=((b"host", b"api.test"),))
         flow.client_conn = client
         await addon.requestheaders(flow)
@@ -209,11 +239,12 @@ async def test_policy_reload_applies_to_open_tunnels(recorded) -> None:
 
 
 async def test_raising_host_check_denies(monkeypatch, recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
-        monkeypatch.setattr(flows, "host_binding_holds", lambda *a: 1 / 0)
+        monkeypatch.setattr(core_decide, "binding_holds", lambda *a: 1 / 0)
         flow = request_flow("api.test")
         flow.client_conn = client
         await addon.requestheaders(flow)
@@ -229,16 +260,17 @@ def server_data(client, host: str, port: int) -> server_hooks.ServerConnectionHo
 
 
 async def test_server_connect_pins_the_checked_address_then_restores_the_name(recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
         data = server_data(client, "api.test", 443)
-        addon.server_connect(data)
+        stack.approvals.server_connect(data)
         assert data.server.error is None
         assert data.server.address == ("93.184.216.34", 443)
         assert data.server.sni == "api.test"
-        addon.server_connected(data)
+        stack.approvals.server_connected(data)
         assert data.server.address == ("api.test", 443)
 
 
@@ -250,23 +282,25 @@ async def test_server_connect_pins_the_checked_address_then_restores_the_name(re
     ],
 )
 async def test_server_connect_without_approval_is_refused(recorded, host, port) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
         data = server_data(client, host, port)
-        addon.server_connect(data)
+        stack.approvals.server_connect(data)
         assert data.server.error and "no allowlist decision" in data.server.error
 
 
 async def test_server_connect_error_in_check_refuses(monkeypatch, recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
-        monkeypatch.setattr(addon, "_approvals", None)
+        monkeypatch.setattr(stack.approvals, "_approved", None)
         data = server_data(client, "api.test", 443)
-        addon.server_connect(data)
+        stack.approvals.server_connect(data)
         assert data.server.error == "auth-proxy: policy-error"
 
 
@@ -287,9 +321,10 @@ class _Hello:
     ],
 )
 async def test_sni_must_match_the_tunnel(recorded, sni, refused) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowed_domains=POLICY)
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
         data = tls.ClientHelloData(context.Context(client, tctx.options), _Hello(sni))  # type: ignore[arg-type]
         addon.tls_clienthello(data)
@@ -300,8 +335,9 @@ async def test_sni_must_match_the_tunnel(recorded, sni, refused) -> None:
 
 
 async def test_tls_without_a_tunnel_is_refused(recorded) -> None:
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
+    stack = Stack()
+    addon = stack.allowlist
+    with taddons.context(*stack.addons) as tctx:
         client = tflow.tclient_conn()
         data = tls.ClientHelloData(context.Context(client, tctx.options), _Hello("api.test"))  # type: ignore[arg-type]
         addon.tls_clienthello(data)
@@ -322,29 +358,30 @@ def test_refusing_tls_fails_before_sending_anything() -> None:
 async def test_bad_policy_option_is_an_options_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: v1\nallowed_domains: ['*']\n")
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
+    stack = Stack()
+    with taddons.context(*stack.addons) as tctx:
         with pytest.raises(exceptions.OptionsError, match=r"bad\.yaml"):
-            tctx.configure(addon, allowlist=str(bad))
+            tctx.configure(stack.policies, allowlist=str(bad))
         with pytest.raises(exceptions.OptionsError, match="only regular proxy mode"):
-            tctx.configure(addon, mode=["reverse:https://example.com"])
+            tctx.configure(stack.allowlist, mode=["reverse:https://example.com"])
 
 
 async def test_failed_reload_keeps_the_last_good_policy(tmp_path: Path, recorded) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text("version: v1\nallowed_domains: [api.test]\n")
-    addon = Allowlist()
-    with taddons.context(addon) as tctx:
-        tctx.configure(addon, allowlist=str(path))
-        good = addon.policy
+    stack = Stack()
+    source = stack.policies
+    with taddons.context(*stack.addons) as tctx:
+        tctx.configure(source, allowlist=str(path))
+        good = source.current
         path.write_text("version: v1\nallowed_domains: ['*']\n")
-        addon._reload()
-        assert addon.policy is good
-        assert "policy.yaml" in addon.reload_error
-        assert addon.metrics.reload_errors == 1
+        source.reload()
+        assert source.current is good
+        assert "policy.yaml" in source.reload_error
+        assert source.reload_errors == 1
         path.write_text("version: v1\nallowed_domains: [api.test, other.test]\n")
-        addon._reload()
-        assert addon.reload_error is None and addon.policy.entry_count == 2
+        source.reload()
+        assert source.reload_error is None and source.current.entry_count == 2
 
 
 async def test_guard_denies_when_no_allowlist_is_attached() -> None:
@@ -354,13 +391,15 @@ async def test_guard_denies_when_no_allowlist_is_attached() -> None:
         guard.http_connect(flow)
         assert flow.response.headers["X-Proxy-Error"] == "policy-error"
         armed_flow = connect_flow("api.test")
-        guard.attach(Allowlist())
+        guard.attach(Stack().allowlist)
         guard.http_connect(armed_flow)
         assert armed_flow.response is None
 
 
-def test_module_exposes_one_addon() -> None:
-    assert [type(a) for a in allowlist.addons] == [Allowlist]
+def test_module_exposes_one_addon_per_concern() -> None:
+    kinds = [type(a) for a in allowlist.addons]
+    assert Allowlist in kinds and PolicySource in kinds and Health in kinds
+    assert len(kinds) == len(set(kinds))
 
 
 def test_established_tls_connections_release_idle_buffers() -> None:
@@ -372,7 +411,7 @@ def test_established_tls_connections_release_idle_buffers() -> None:
     conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
     release = SSL._lib.SSL_MODE_RELEASE_BUFFERS
     assert not mode_of(conn) & release
-    addon = Allowlist()
+    addon = tls_buffers.TlsBuffers()
     addon.tls_established_server(tls.TlsData(tflow.tserver_conn(), None, conn))  # type: ignore[arg-type]
     assert mode_of(conn) & release
 
@@ -403,10 +442,11 @@ async def test_per_request_streaming_notices_are_debug_while_the_addon_is_loaded
     old_level = logger.level
     logger.setLevel(logging.DEBUG)
     try:
-        addon = Allowlist()
-        with taddons.context(addon) as tctx:
+        stack = Stack()
+        with taddons.context(*stack.addons) as tctx:
             logger.log(level, message)
-            tctx.master.addons.remove(addon)
+            for addon in stack.addons:
+                tctx.master.addons.remove(addon)
             logger.log(level, message)  # unloaded: untouched
     finally:
         logger.setLevel(old_level)
@@ -422,6 +462,6 @@ def test_client_tls_established_drops_the_upstream_certificates_it_no_longer_nee
     ctx.server.certificate_list = [object()]  # type: ignore[list-item]
     conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
 
-    Allowlist().tls_established_client(tls.TlsData(ctx.client, ctx, conn))
+    tls_buffers.TlsBuffers().tls_established_client(tls.TlsData(ctx.client, ctx, conn))
 
     assert ctx.server.certificate_list == []

@@ -3,6 +3,7 @@ patched HTTP/1 server and h2 frame buffer driven directly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import h2.connection
@@ -14,8 +15,14 @@ from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers.http import _http1, _http2
 
-from addons import head_limits, limits
-from addons.head_limits import MAX_HEAD_BYTES, MAX_HEAD_LINES, MAX_REQUEST_LINE, head_overflow
+from addons import limits
+from addons.patches import head_limits, registry
+from addons.patches.head_limits import (
+    MAX_HEAD_BYTES,
+    MAX_HEAD_LINES,
+    MAX_REQUEST_LINE,
+    head_overflow,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -23,21 +30,18 @@ def patched() -> None:
     head_limits.install()
 
 
-@pytest.mark.parametrize("name", sorted(head_limits.UPSTREAM_SHA256))
-def test_recorded_hash_matches_installed_source(name: str) -> None:
-    function = head_limits.upstream_function(name)
-    assert head_limits.source_sha256(function) == head_limits.UPSTREAM_SHA256[name], (
-        f"{name} changed upstream: review addons/head_limits.py against it"
-    )
-
-
 def test_install_refuses_a_different_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
-    name = next(iter(head_limits.UPSTREAM_SHA256))
-    monkeypatch.setitem(head_limits.UPSTREAM_SHA256, name, "0" * 64)
+    made = head_limits.patches
+
+    def stale() -> list:
+        first, *rest = made()
+        return [dataclasses.replace(first, source_sha256="0" * 64), *rest]
+
+    monkeypatch.setattr(head_limits, "patches", stale)
     monkeypatch.setattr(head_limits, "installed", lambda: False)
-    with pytest.raises(RuntimeError, match="refusing to start") as raised:
+    with pytest.raises(registry.PatchRefused, match="does not start") as raised:
         head_limits.install()
-    assert name in str(raised.value) and "Fix:" in str(raised.value)
+    assert "http1-heads-bounded" in str(raised.value) and "Fix:" in str(raised.value)
 
 
 def test_install_is_idempotent() -> None:
@@ -47,7 +51,8 @@ def test_install_is_idempotent() -> None:
     head_limits.install(count=lambda decision: None)
     assert _http1.Http1Server._handle_event is handler
     assert h2.frame_buffer.FrameBuffer._update_header_buffer is buffer_guard
-    assert head_limits.installed() and head_limits.source_mismatches() == []
+    assert head_limits.installed()
+    assert all(registry.matches(p) for p in head_limits.patches())
 
 
 def test_limits_cover_every_head_the_parsed_check_accepts() -> None:

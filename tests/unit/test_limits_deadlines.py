@@ -13,7 +13,6 @@ from mitmproxy.test import taddons, tflow
 
 from addons import accept_errors, health, limits
 from addons.accept_errors import AcceptErrorLog
-from addons.allowlist import Allowlist
 
 # -- the deadline state machine --------------------------------------------------------------
 #
@@ -61,9 +60,9 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize(("steps", "armed", "closes"), DEADLINE_CASES)
 async def test_deadline_covers_every_head(steps, armed, closes, closed) -> None:
-    addon = Allowlist()
+    addon = limits.ConnectionLimits()
     with taddons.context(addon):
-        lim = addon._limits
+        lim = addon
         base = tflow.tflow()
         client = base.client_conn
         flows: dict[str, object] = {}
@@ -111,10 +110,10 @@ async def test_deadline_covers_every_head(steps, armed, closes, closed) -> None:
     ],
 )
 async def test_deadline_length(timeout, refused, seconds) -> None:
-    addon = Allowlist()
+    addon = limits.ConnectionLimits()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, client_header_timeout=timeout, max_connections=1)
-        lim = addon._limits
+        lim = addon
         first = tflow.tflow().client_conn
         lim.client_connected(first)
         client = tflow.tflow().client_conn
@@ -132,10 +131,10 @@ async def test_deadline_length(timeout, refused, seconds) -> None:
 
 
 async def test_connections_far_over_the_cap_are_closed_unread() -> None:
-    addon = Allowlist()
+    addon = limits.ConnectionLimits()
     with taddons.context(addon) as tctx:
         tctx.configure(addon, max_connections=3)
-        lim = addon._limits
+        lim = addon
         clients = [tflow.tflow().client_conn for _ in range(3 * limits.CEILING_FACTOR + 2)]
         for c in clients:
             lim.client_connected(c)
@@ -313,9 +312,9 @@ async def test_uninstall_keeps_a_handler_installed_later() -> None:
 async def test_addon_installs_the_handler_while_running_and_removes_it_when_done() -> None:
     loop = asyncio.get_running_loop()
     original = loop.get_exception_handler()
-    addon = Allowlist()
+    addon = limits.ConnectionLimits()
     with taddons.context(addon):
-        lim = addon._limits
+        lim = addon
         lim.running()
         try:
             assert loop.get_exception_handler() == lim.accept_errors.handle

@@ -52,3 +52,16 @@ def test_a_changed_target_is_skipped_with_a_warning_or_refused() -> None:
     finally:
         registry.revert([good])
     assert Target().method() == "upstream"
+
+
+def test_docs_table_lists_every_patch() -> None:
+    from pathlib import Path
+
+    from addons.patches.catalogue import markdown_table
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "internals.md").read_text()
+    start = docs.index("<!-- patches:start -->\n") + len("<!-- patches:start -->\n")
+    assert docs[start : docs.index("<!-- patches:end -->")] == markdown_table(), (
+        "docs/internals.md's patch table is stale. Fix: paste the output of "
+        "`python -m addons.patches.catalogue` between its markers"
+    )

@@ -24,15 +24,13 @@ bounded only by 64 frames of mitmproxy's 128 KiB inbound frame size, 8 MiB per c
 patch caps that block at H2_MAX_HEADER_BLOCK; over it, the connection ends with GOAWAY
 ENHANCE_YOUR_CALM (HPACK state cannot survive a skipped block, so no per-stream 431 is possible).
 
-Every replaced upstream function is recorded by the SHA-256 of its source; `install()` refuses
-(raises, so the proxy exits at start) when the installed mitmproxy or h2 differs: the patch
-relies on exactly how these functions buffer.
+Every replaced or relied-upon upstream function is a required entry in the patch registry, with
+the SHA-256 of its source: the proxy does not start when the installed mitmproxy or h2 differs,
+since the patch relies on exactly how these functions buffer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import re
 import time
@@ -52,6 +50,8 @@ from mitmproxy.proxy.layers.http._events import ErrorCode, RequestProtocolError
 
 from addons import events as event_log
 from addons import flows, limits, tls_buffers
+from addons.patches import registry
+from addons.patches.registry import Patch, Scope
 from addons.policy import Decision
 
 logger = logging.getLogger(__name__)
@@ -71,40 +71,6 @@ H2_MAX_HEADER_BLOCK = (
     limits.MAX_REQUEST_TARGET + limits.MAX_HEADER_BYTES + 32 * (limits.MAX_HEADER_COUNT + 8)
 )
 
-# The exact upstream sources this module wraps (mitmproxy 12.3.1, h2 4.4.1). A different
-# version may buffer differently, which would silently undo the bound: refuse to start.
-UPSTREAM_SHA256 = {
-    "mitmproxy.proxy.layers.http._http1.Http1Connection._handle_event": (
-        "2ac8db3e43ae743fd21f78709327091ff712e8c0addf4466f1f1f972c24750d2"
-    ),
-    "mitmproxy.proxy.layers.http._http1.Http1Connection.read_body": (
-        "aece271029af36e4b7eaf84aa17ddcf4ee0efb35e7f04c842c2a7333804a71f1"
-    ),
-    "mitmproxy.proxy.layers.http._http1.Http1Server.read_headers": (
-        "3fe0945216bcf7bc505e296e44dd33908b19aa900d4157e977499bf7164027d6"
-    ),
-    "mitmproxy.proxy.layers.http._http2.Http2Server.handle_h2_event": (
-        "d24a023c678de6ced81275c0ebf2aba54d976e5326965d8c0e952b4cd4f5fb76"
-    ),
-    "h2.frame_buffer.FrameBuffer._update_header_buffer": (
-        "e32970a56626afccf99b0d9a15c9ac564e3a3c203be17486a2833df6bd3e114c"
-    ),
-}
-
-_OWNERS = {
-    "mitmproxy.proxy.layers.http._http1.Http1Connection": _http1.Http1Connection,
-    "mitmproxy.proxy.layers.http._http1.Http1Server": _http1.Http1Server,
-    "mitmproxy.proxy.layers.http._http2.Http2Server": _http2.Http2Server,
-    "h2.frame_buffer.FrameBuffer": h2.frame_buffer.FrameBuffer,
-}
-
-
-def upstream_function(name: str) -> Callable[..., Any]:
-    """The upstream function behind a dotted name, even after install() wrapped it."""
-    owner, _, attribute = name.rpartition(".")
-    return inspect.unwrap(getattr(_OWNERS[owner], attribute))
-
-
 _MARK = "_auth_proxy_head_limits"
 
 # Counts refusals in the addon's decision metrics; replaced on every install (script reloads).
@@ -113,19 +79,6 @@ _count: Callable[[Decision], None] | None = None
 
 class HeadTooLarge(h2.exceptions.DenialOfServiceError):
     """An HTTP/2 header block over H2_MAX_HEADER_BLOCK (GOAWAY ENHANCE_YOUR_CALM)."""
-
-
-def source_sha256(function: Callable[..., Any]) -> str:
-    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
-
-
-def source_mismatches() -> list[str]:
-    """The upstream functions whose installed source is not the one this patch was written for."""
-    return [
-        name
-        for name, expected in UPSTREAM_SHA256.items()
-        if source_sha256(upstream_function(name)) != expected
-    ]
 
 
 # -- the checks (pure) -----------------------------------------------------------------------
@@ -296,42 +249,89 @@ def _check_h2_settings() -> None:
         )
 
 
-# -- install -----------------------------------------------------------------------------------
+# -- the registry entries --------------------------------------------------------------------
+
+HTTP1_EVENTS = "mitmproxy.proxy.layers.http._http1:Http1Connection._handle_event"
+HTTP1_SERVER_EVENTS = "mitmproxy.proxy.layers.http._http1:Http1Server._handle_event"
+HEADER_BUFFER = "h2.frame_buffer:FrameBuffer._update_header_buffer"
+H2_SERVER_EVENTS = "mitmproxy.proxy.layers.http._http2:Http2Server.handle_h2_event"
+WHY = "request heads bounded while they are read (issue 12)"
+
+
+def patches() -> list[Patch]:
+    """Required: a different mitmproxy or h2 may buffer differently, which would silently undo
+    the bound, so the proxy does not start with one."""
+    return [
+        Patch(
+            "http1-heads-bounded",
+            HTTP1_EVENTS,
+            "2ac8db3e43ae743fd21f78709327091ff712e8c0addf4466f1f1f972c24750d2",
+            _make_http1_handler(registry.original(HTTP1_SERVER_EVENTS)),
+            f"HTTP/1 {WHY}; a client gone mid-head is logged by byte count",
+            Scope.BOTH,
+            required=True,
+            attribute=HTTP1_SERVER_EVENTS,
+        ),
+        Patch(
+            "http1-heads-read-as-recorded",
+            "mitmproxy.proxy.layers.http._http1:Http1Server.read_headers",
+            "3fe0945216bcf7bc505e296e44dd33908b19aa900d4157e977499bf7164027d6",
+            None,
+            "http1-heads-bounded relies on how this state buffers a head",
+            Scope.BOTH,
+            required=True,
+        ),
+        Patch(
+            "http1-bodies-read-as-recorded",
+            "mitmproxy.proxy.layers.http._http1:Http1Connection.read_body",
+            "aece271029af36e4b7eaf84aa17ddcf4ee0efb35e7f04c842c2a7333804a71f1",
+            None,
+            "http1-heads-bounded relies on how this state buffers chunk-size lines",
+            Scope.BOTH,
+            required=True,
+        ),
+        Patch(
+            "h2-header-blocks-bounded",
+            HEADER_BUFFER,
+            "e32970a56626afccf99b0d9a15c9ac564e3a3c203be17486a2833df6bd3e114c",
+            _make_header_buffer_guard(registry.original(HEADER_BUFFER)),
+            f"HTTP/2 header blocks (HEADERS + CONTINUATION) {WHY}",
+            Scope.BOTH,
+            required=True,
+        ),
+        Patch(
+            "h2-header-block-refusals-logged",
+            H2_SERVER_EVENTS,
+            "d24a023c678de6ced81275c0ebf2aba54d976e5326965d8c0e952b4cd4f5fb76",
+            _make_h2_event_handler(registry.original(H2_SERVER_EVENTS)),
+            "an HTTP/2 header block refusal writes a decision line",
+            Scope.BOTH,
+            required=True,
+        ),
+    ]
 
 
 def installed() -> bool:
-    return getattr(_http1.Http1Server.__dict__.get("_handle_event"), _MARK, False)
+    return registry.applied(HTTP1_SERVER_EVENTS)
 
 
 def install(count: Callable[[Decision], None] | None = None) -> None:
     """Patch mitmproxy and h2 once per process; later calls only update `count`. Raises
-    RuntimeError when the installed sources are not the ones the patch was written for."""
+    PatchRefused when the installed sources are not the ones the patch was written for."""
     global _count
     _count = count
     if installed():
         return
-    mismatched = source_mismatches()
-    if mismatched:
-        raise RuntimeError(
-            "addons/head_limits.py: the installed mitmproxy/h2 source differs from the one this "
-            f"security patch was written for ({', '.join(mismatched)}); refusing to start "
-            "without bounded request heads. Fix: install mitmproxy 12.3.1 and h2 4.4.1, or "
-            "review the patch against the new source and update UPSTREAM_SHA256"
-        )
     _check_h2_settings()
-    patches = {
-        (_http1.Http1Server, "_handle_event"): _make_http1_handler(
-            _http1.Http1Server._handle_event
-        ),
-        (h2.frame_buffer.FrameBuffer, "_update_header_buffer"): _make_header_buffer_guard(
-            h2.frame_buffer.FrameBuffer._update_header_buffer
-        ),
-        (_http2.Http2Server, "handle_h2_event"): _make_h2_event_handler(
-            _http2.Http2Server.handle_h2_event
-        ),
-    }
-    for (owner, name), function in patches.items():
-        setattr(function, _MARK, True)
-        # Lets inspect.getsource, and so the hash check, still find the upstream source.
-        function.__wrapped__ = getattr(owner, name)  # type: ignore[attr-defined]
-        setattr(owner, name, function)
+    registry.apply(patches())
+
+
+class HeadLimits:
+    """Installs the bound at start. It stays installed when a reloaded script is missing or
+    broken: mitmproxy keeps parsing client bytes then (the guard denies)."""
+
+    def __init__(self, count: Callable[[Decision], None] | None = None) -> None:
+        self._count = count
+
+    def running(self) -> None:
+        install(self._count)
