@@ -17,7 +17,7 @@ if __package__ in (None, "", "__mitmproxy_script__"):
     # Loaded by path with `-s`: make the `addons` package importable from the repo root.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mitmproxy import ctx, exceptions, http, tls
+from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
 from addons import (
@@ -41,6 +41,7 @@ from addons.core import reasons
 from addons.core.decide import Decision, Facts, Stage, decide
 from addons.patches import head_limits
 from addons.policy_source import PolicySource
+from addons.sni_binding import SniBinding
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ class Allowlist:
         self._drain = drain
         self._approvals = approvals
         self.metrics = metrics
-        # Clients whose ClientHello named another host than their tunnel; read by the guard.
-        self.refused_tls: set[str] = set()
         self._guard: guard.AllowlistGuard | None = None
         policies.subscribe(self._policy_changed)
 
@@ -226,9 +225,6 @@ class Allowlist:
             flow.metadata[limits.DENIED] = reason
             flow.kill()
 
-    def client_disconnected(self, client) -> None:
-        self.refused_tls.discard(client.id)
-
     def _policy_changed(self) -> None:
         """Connections holding an approval the new policy no longer gives (a tunnel, a
         WebSocket, a kept-alive upstream) are closed now, not when they end."""
@@ -242,41 +238,10 @@ class Allowlist:
                     client=client_id,
                 )
 
-    # -- hooks: TLS, the SNI must name the CONNECT target ----------------------------------
-
-    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        client = data.context.client
-        try:
-            tunnel = self._approvals.tunnel(client.id)
-            sni = data.client_hello.sni
-            facts = Facts(
-                Stage.TLS,
-                tunnel.host if tunnel else "",
-                tunnel.port if tunnel else 0,
-                in_tunnel=tunnel is not None,
-                sni=sni,
-            )
-            decision = self._decide(facts)
-            if decision.allow:
-                return
-            self.refused_tls.add(client.id)
-            self._record_refused_connection(client, decision.reason, sni)
-        except Exception:
-            logger.exception("SNI check failed; refusing the handshake")
-            self.refused_tls.add(client.id)
-
-    def tls_start_client(self, data: tls.TlsData) -> None:
-        if data.context.client.id in self.refused_tls:
-            data.ssl_conn = flows.refusing_tls(server_side=False)
-
-    def tls_start_server(self, data: tls.TlsData) -> None:
-        if data.context.client.id in self.refused_tls:
-            data.ssl_conn = flows.refusing_tls(server_side=True)
-
     def _record_unrecognized_protocol(self, client, reason: str) -> None:
-        self._record_refused_connection(client, reason, client.sni)
+        self.record_refused_connection(client, reason, client.sni)
 
-    def _record_refused_connection(self, client, reason: str, sni: str | None) -> None:
+    def record_refused_connection(self, client, reason: str, sni: str | None) -> None:
         """A decision line for a refusal at the connection level (no request to answer)."""
         tunnel = self._approvals.tunnel(client.id)
         self.metrics.count(Decision(False, reason))
@@ -332,6 +297,7 @@ def make_addons() -> list[object]:
     drain = shutdown.GracefulShutdown()
     approvals = Approvals(still_allowed(policies))
     allowlist = Allowlist(policies, connections, drain, approvals, metrics)
+    sni = SniBinding(policies, approvals, allowlist.record_refused_connection)
     status = health.Health(
         readiness=[policies.readiness, drain.readiness],
         metrics=[
@@ -347,6 +313,7 @@ def make_addons() -> list[object]:
         ca_check.CaCheck(),
         policies,
         allowlist,
+        sni,
         approvals,
         connections,
         drain,

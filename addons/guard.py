@@ -21,7 +21,7 @@ NAME = "allowlistguard"
 
 
 class GuardedAddon(Protocol):
-    refused_tls: set[str]
+    """An addon of the allowlist; the one that checks SNIs also has `refused_tls`."""
 
 
 class AllowlistGuard:
@@ -72,5 +72,7 @@ class AllowlistGuard:
         the upstream. Undoing it here, after TlsConfig, makes the client's handshake start, and
         fail, at once."""
         client_id = data.context.client.id
-        if not self.armed or any(client_id in a.refused_tls for a in self._live.values()):
+        if not self.armed or any(
+            client_id in getattr(a, "refused_tls", ()) for a in self._live.values()
+        ):
             data.establish_server_tls_first = False

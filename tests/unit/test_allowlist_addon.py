@@ -19,6 +19,7 @@ from addons.core import decide as core_decide
 from addons.guard import AllowlistGuard
 from addons.health import Health
 from addons.policy_source import PolicySource
+from addons.sni_binding import SniBinding
 
 
 class Stack:
@@ -30,6 +31,7 @@ class Stack:
         self.policies = self._one(PolicySource)
         self.health = self._one(Health)
         self.approvals = self._one(Approvals)
+        self.sni = self._one(SniBinding)
         self.request_log = self._one(request_log.RequestLog)
 
     def _one(self, kind):
@@ -327,21 +329,20 @@ async def test_sni_must_match_the_tunnel(recorded, sni, refused) -> None:
         tctx.configure(stack.policies, allowed_domains=POLICY)
         client = await tunnel(addon)
         data = tls.ClientHelloData(context.Context(client, tctx.options), _Hello(sni))  # type: ignore[arg-type]
-        addon.tls_clienthello(data)
-        assert (client.id in addon.refused_tls) is refused
+        stack.sni.tls_clienthello(data)
+        assert (client.id in stack.sni.refused_tls) is refused
         start = tls.TlsData(client, context.Context(client, tctx.options))
-        addon.tls_start_client(start)
+        stack.sni.tls_start_client(start)
         assert (start.ssl_conn is not None) is refused
 
 
 async def test_tls_without_a_tunnel_is_refused(recorded) -> None:
     stack = Stack()
-    addon = stack.allowlist
     with taddons.context(*stack.addons) as tctx:
         client = tflow.tclient_conn()
         data = tls.ClientHelloData(context.Context(client, tctx.options), _Hello("api.test"))  # type: ignore[arg-type]
-        addon.tls_clienthello(data)
-        assert client.id in addon.refused_tls
+        stack.sni.tls_clienthello(data)
+        assert client.id in stack.sni.refused_tls
 
 
 def test_refusing_tls_fails_before_sending_anything() -> None:

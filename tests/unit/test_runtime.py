@@ -54,6 +54,7 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
         "CaCheck",
         "PolicySource",
         "Allowlist",
+        "SniBinding",
         "Approvals",
         "ConnectionLimits",
         "GracefulShutdown",
