@@ -26,9 +26,9 @@ def prepare() -> None:
 
     lean_imports.start()
     import addons.sidecar  # noqa: F401  (mitmproxy and the addons, without the default set)
-    from addons.patches import registry, tuning
+    from addons.patches import registry, tls_contexts, tuning
 
-    registry.apply(tuning.patches())
+    registry.apply([*tuning.patches(), *tls_contexts.patches()])
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     lean_imports.imports_done()
 

@@ -6,12 +6,13 @@ from addons.patches.registry import Patch
 
 
 def all_patches() -> list[Patch]:
-    from addons.patches import head_limits, inline_hooks, renderers, tuning
+    from addons.patches import head_limits, inline_hooks, renderers, tls_contexts, tuning
 
     return [
         *head_limits.patches(),
         *renderers.patches(),
         *tuning.patches(),
+        *tls_contexts.patches(),
         *inline_hooks.patches(),
     ]
 

@@ -24,6 +24,7 @@ from tests.support.testnet import LoopbackNet
 
 KIB, MIB = 1024, 1024 * 1024
 MEMORY_LIMIT_KIB = 128 * KIB
+SIDECAR_AT_REST_KIB = 64 * KIB  # issue 6's idle target for the sidecar
 # Connections in all, spread over the routes; the full form stays under the default
 # max_connections (256), the sidecar's own bound on what it serves at once.
 FLOOD_CONNECTIONS = scale(48, 120)
@@ -77,7 +78,11 @@ def test_flood_of_unterminated_heads(
         f"431s {sum(o.status == 431 for o in outcomes)}"
     )
     assert not not_cut, f"{len(not_cut)} endless heads were read to the end"
-    assert peak < MEMORY_LIMIT_KIB, f"peak RSS {peak} KiB"
+    # The sidecar (auth-proxy) must stay inside the pod's limit. mitmdump, the development path,
+    # starts about 20 MiB higher (mitmproxy's default addons); it gets the same growth budget.
+    if kind == "auth-proxy":
+        assert peak < MEMORY_LIMIT_KIB, f"peak RSS {peak} KiB"
+    assert peak - baseline < MEMORY_LIMIT_KIB - SIDECAR_AT_REST_KIB, f"grew {peak - baseline} KiB"
     assert not leaked
     assert proxy.health("/healthz")[0] == 200
     row.passed = True

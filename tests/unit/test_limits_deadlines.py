@@ -11,7 +11,7 @@ import resource
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from addons import accept_errors, health, limits
+from addons import accept_errors, descriptors, health, limits
 from addons.accept_errors import AcceptErrorLog
 
 # -- the deadline state machine --------------------------------------------------------------
@@ -135,11 +135,11 @@ async def test_connections_far_over_the_cap_are_closed_unread() -> None:
     with taddons.context(addon) as tctx:
         tctx.configure(addon, max_connections=3)
         lim = addon
-        clients = [tflow.tflow().client_conn for _ in range(3 * limits.CEILING_FACTOR + 2)]
+        clients = [tflow.tflow().client_conn for _ in range(3 * descriptors.CEILING_FACTOR + 2)]
         for c in clients:
             lim.client_connected(c)
         cap = 3
-        assert [c.error for c in clients[: cap * limits.CEILING_FACTOR]] == [None] * 6
+        assert [c.error for c in clients[: cap * descriptors.CEILING_FACTOR]] == [None] * 6
         assert all("too-many-connections" in (c.error or "") for c in clients[6:])
         assert len(lim.admitted) == cap and len(lim.refused) == 3
         assert lim.closed_over_ceiling == 2 and lim.refused_total == 5
@@ -163,8 +163,8 @@ async def test_connections_far_over_the_cap_are_closed_unread() -> None:
     ],
 )
 def test_fds_wanted_leaves_room_for_upstreams_refused_and_health(connections, wanted) -> None:
-    assert limits.fds_wanted(connections) == wanted
-    assert limits.HEALTH_FDS == health.MAX_CONNECTIONS + health.BACKLOG == 80
+    assert descriptors.fds_wanted(connections) == wanted
+    assert descriptors.HEALTH_FDS == health.MAX_CONNECTIONS + health.BACKLOG == 80
 
 
 @pytest.mark.parametrize(
@@ -172,14 +172,14 @@ def test_fds_wanted_leaves_room_for_upstreams_refused_and_health(connections, wa
     [
         pytest.param(64, 1, id="tiny-limit-still-one"),
         pytest.param(1024, 172, id="common-1024"),
-        pytest.param(limits.fds_wanted(256), 256, id="exactly-default"),
-        pytest.param(limits.fds_wanted(256) - 1, 255, id="one-short"),
+        pytest.param(descriptors.fds_wanted(256), 256, id="exactly-default"),
+        pytest.param(descriptors.fds_wanted(256) - 1, 255, id="one-short"),
     ],
 )
 def test_cap_that_fits(limit, cap) -> None:
-    assert limits.cap_that_fits(limit) == cap
+    assert descriptors.cap_that_fits(limit) == cap
     if cap > 1:
-        assert limits.fds_wanted(cap) <= limit
+        assert descriptors.fds_wanted(cap) <= limit
 
 
 def test_low_hard_limit_lowers_the_cap(monkeypatch, caplog) -> None:
@@ -187,7 +187,7 @@ def test_low_hard_limit_lowers_the_cap(monkeypatch, caplog) -> None:
     set_to: list[tuple[int, int]] = []
     monkeypatch.setattr(resource, "setrlimit", lambda _, v: set_to.append(v))
     with caplog.at_level(logging.WARNING):
-        assert limits.raise_fd_limit(256) == limits.cap_that_fits(1024)
+        assert descriptors.raise_fd_limit(256) == descriptors.cap_that_fits(1024)
     assert set_to == [(1024, 1024)]
     assert "max_connections=256" in caplog.text and "Fix:" in caplog.text
 
@@ -196,8 +196,8 @@ def test_raisable_limit_keeps_the_cap(monkeypatch) -> None:
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, resource.RLIM_INFINITY))
     set_to: list[tuple[int, int]] = []
     monkeypatch.setattr(resource, "setrlimit", lambda _, v: set_to.append(v))
-    assert limits.raise_fd_limit(256) == 256
-    assert set_to == [(limits.fds_wanted(256), resource.RLIM_INFINITY)]
+    assert descriptors.raise_fd_limit(256) == 256
+    assert set_to == [(descriptors.fds_wanted(256), resource.RLIM_INFINITY)]
 
 
 # -- failed accepts: once per interval ------------------------------------------------------

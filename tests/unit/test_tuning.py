@@ -19,7 +19,7 @@ from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.test import tflow
 from OpenSSL import SSL
 
-from addons.patches import tuning
+from addons.patches import tls_contexts, tuning
 from tests.support.tlspair import TlsPair
 
 
@@ -40,18 +40,18 @@ def mode_of(context: SSL.Context) -> int:
 @pytest.mark.parametrize(
     ("groups", "options", "client_groups", "handshakes"),
     [
-        pytest.param(tuning.CLIENT_LEG_GROUPS, {}, b"X25519MLKEM768", False, id="client-leg-no-mlkem"),
-        pytest.param(tuning.CLIENT_LEG_GROUPS, {}, b"X25519MLKEM768:X25519", True, id="client-leg-x25519"),
-        pytest.param(tuning.CLIENT_LEG_GROUPS, {}, b"P-256", True, id="client-leg-p256"),
+        pytest.param(tls_contexts.CLIENT_LEG_GROUPS, {}, b"X25519MLKEM768", False, id="client-leg-no-mlkem"),
+        pytest.param(tls_contexts.CLIENT_LEG_GROUPS, {}, b"X25519MLKEM768:X25519", True, id="client-leg-x25519"),
+        pytest.param(tls_contexts.CLIENT_LEG_GROUPS, {}, b"P-256", True, id="client-leg-p256"),
         pytest.param(None, {}, b"X25519MLKEM768", True, id="upstream-leg-defaults"),
         pytest.param(
-            tuning.CLIENT_LEG_GROUPS, {"ecdh_curve": object()}, b"X25519MLKEM768", True,
+            tls_contexts.CLIENT_LEG_GROUPS, {"ecdh_curve": object()}, b"X25519MLKEM768", True,
             id="ecdh-curve-option-wins",
         ),
     ],
 )  # fmt: skip
 def test_lean_contexts(groups, options, client_groups, handshakes) -> None:
-    context = tuning._lean_contexts(plain_context, groups)(**options)
+    context = tls_contexts._lean_contexts(plain_context, groups)(**options)
     assert mode_of(context) & SSL._lib.SSL_MODE_RELEASE_BUFFERS
 
     client = client_offering(client_groups)
@@ -79,21 +79,21 @@ def test_connections_share_one_openssl_copy_of_a_leaf_and_its_key() -> None:
     for conn, (c, k) in zip(
         conns, [(cert, key), (cert, key), (other_cert, other_key)], strict=True
     ):
-        tuning._use_shared_certificate(conn, c)
-        tuning._use_shared_privatekey(conn, k)
+        tls_contexts._use_shared_certificate(conn, c)
+        tls_contexts._use_shared_privatekey(conn, k)
 
     def pointer(conn: SSL.Connection) -> int:
         return int(SSL._ffi.cast("uintptr_t", SSL._lib.SSL_get_certificate(conn._ssl)))
 
     assert pointer(conns[0]) == pointer(conns[1]) != pointer(conns[2])
-    assert tuning._private_keys.get(key) is tuning._private_keys.get(key)
+    assert tls_contexts._private_keys.get(key) is tls_contexts._private_keys.get(key)
     assert conns[0].get_certificate().to_cryptography() == cert
     assert conns[2].get_certificate().to_cryptography() == other_cert
 
 
 def test_converted_keeps_the_most_recently_used() -> None:
     made: list[str] = []
-    converted = tuning.Converted(lambda o: made.append(o) or f"converted {o}", size=2)
+    converted = tls_contexts.Converted(lambda o: made.append(o) or f"converted {o}", size=2)
     a, b, c = "a", "b", "c"
     assert [converted.get(x) for x in (a, b, a, c, a, b)] == [
         "converted a", "converted b", "converted a", "converted c", "converted a", "converted b",
