@@ -20,6 +20,7 @@ from websockets.sync.client import connect as ws_connect
 
 from tests.support.processes import wait_until
 from tests.support.proxy import PROXY_COMMANDS, Proxy
+from tests.support.raw_client import is_closed
 from tests.support.testnet import LoopbackNet
 
 DEADLINE = 2  # client_header_timeout for these proxies
@@ -53,17 +54,6 @@ def read_response(sock: socket.socket) -> bytes:
         assert chunk, "closed inside a response body"
         body += chunk
     return head
-
-
-def is_closed(sock: socket.socket, wait: float) -> bool:
-    """Whether the peer closed (EOF or reset) within `wait` seconds."""
-    sock.settimeout(wait)
-    try:
-        return sock.recv(65536) == b""
-    except TimeoutError:
-        return False
-    except (OSError, ssl.SSLError):
-        return True
 
 
 @contextmanager

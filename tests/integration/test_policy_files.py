@@ -5,7 +5,6 @@ without stalling the event loop."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from addons.policy_file import MAX_POLICY_BYTES
+from tests.support.hostile_files import alias_bomb
 from tests.support.processes import wait_until
 from tests.support.proxy import Proxy
 from tests.support.testnet import LoopbackNet
@@ -24,15 +24,6 @@ SECRET = "hunter2-s3cr3t-VALUE"
 SHADOW = f"admin7:$6${SECRET}$abcdefghijklmnop:19000:0:99999:7:::\nsvc9:*:19001:0:99999:7:::\n"
 ERROR_BOUND = 400  # the file, the problem and the fix, plus at most a short excerpt
 RELOAD_BOUND = 10.0
-
-
-def alias_bomb(levels: int) -> str:
-    """A few hundred bytes that a naive loader expands to 9**levels strings, all inside the first
-    allowed_domains entry (so an error message that formats the entry formats all of them)."""
-    names = "abcdefghij"[:levels]
-    nodes = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    nodes += [f"&{n} [{','.join([f'*{p}'] * 9)}]" for p, n in itertools.pairwise(names)]
-    return "version: v1\nallowed_domains:\n  - [" + ", ".join(nodes) + "]\n"
 
 
 BOMB = alias_bomb(6)  # 531,441 strings once expanded

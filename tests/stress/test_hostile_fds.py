@@ -16,6 +16,7 @@ from addons import limits
 from tests.stress.conftest import Report, scale
 from tests.support.processes import wait_until
 from tests.support.proxy import PROXY_COMMANDS, Proxy
+from tests.support.raw_client import is_closed
 from tests.support.testnet import LoopbackNet
 
 DEADLINE = 2
@@ -45,16 +46,6 @@ def fd_proxy(
     ).start()
     yield proxy
     proxy.stop()
-
-
-def closed(sock: socket.socket, wait: float) -> bool:
-    sock.settimeout(wait)
-    try:
-        return sock.recv(65536) == b""
-    except TimeoutError:
-        return False
-    except (OSError, ssl.SSLError):
-        return True
 
 
 def first_exchange(proxy: Proxy, testnet: LoopbackNet, place: str) -> tuple[socket.socket, bytes]:
@@ -110,7 +101,7 @@ def test_second_heads_dripped_are_closed(
                     drip(sock, request, style, step)
                 except (OSError, ssl.SSLError):
                     break
-                if closed(sock, 0.3):
+                if is_closed(sock, 0.3):
                     break
             else:
                 held.append(f"{place}/{style}")
@@ -133,10 +124,12 @@ def test_flood_over_the_cap_gives_descriptors_back(fd_proxy: Proxy, report: Repo
         # "At once" allows for the accept loop's latency: well before any 2 s deadline ends.
         window = limits.REFUSED_DEADLINE * 0.75
         at_once = sum(
-            closed(s, max(0.01, window - (time.monotonic() - start))) for s in socks
+            is_closed(s, max(0.01, window - (time.monotonic() - start))) for s in socks
         )  # the kernel's accept order is not the connect order once its backlog overflows
         at_once_elapsed = time.monotonic() - start
-        still_open = [s for s in socks if not closed(s, max(0.05, 8 - (time.monotonic() - start)))]
+        still_open = [
+            s for s in socks if not is_closed(s, max(0.05, 8 - (time.monotonic() - start)))
+        ]
         elapsed = time.monotonic() - start
         assert fd_proxy.health("/healthz")[0] == 200
     finally:

@@ -4,7 +4,6 @@ event loop intact, and nothing the file holds reaches /readyz or the logs."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -17,6 +16,7 @@ import pytest
 
 from addons.policy_file import MAX_POLICY_BYTES, MAX_POLICY_NODES
 from tests.stress.conftest import FULL, Report
+from tests.support.hostile_files import alias_bomb
 from tests.support.processes import wait_until
 from tests.support.proxy import PROXY_COMMANDS, Proxy
 from tests.support.testnet import LoopbackNet
@@ -75,15 +75,6 @@ def _symlink_to_secret(p: Path) -> None:
     secret = p.with_name(f"shadow-{time.monotonic_ns()}")
     secret.write_text(f"admin7:$6${SECRET}$abcdefgh:19000:0:99999:7:::\nsvc9:*:1:0:9:7:::\n")
     p.symlink_to(secret)
-
-
-def alias_bomb(levels: int) -> str:
-    """A few hundred bytes that a naive loader expands to 9**levels strings, all inside the first
-    allowed_domains entry (so an error message that formats the entry formats all of them)."""
-    names = "abcdefghij"[:levels]
-    nodes = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    nodes += [f"&{n} [{','.join([f'*{p}'] * 9)}]" for p, n in itertools.pairwise(names)]
-    return "version: v1\nallowed_domains:\n  - [" + ", ".join(nodes) + "]\n"
 
 
 # (class, spelling, how to make the file, what the error must say)

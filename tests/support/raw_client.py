@@ -157,3 +157,14 @@ def read_until_closed(sock: socket.socket, wait: float = 5.0) -> bytes:
             break
         received += chunk
     return received
+
+
+def is_closed(sock: socket.socket, wait: float) -> bool:
+    """Whether the peer closed (EOF or reset) within `wait` seconds."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(65536) == b""
+    except TimeoutError:
+        return False
+    except (OSError, ssl.SSLError):
+        return True

@@ -6,7 +6,6 @@ which uses the same reader."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from addons import policy, policy_file, reloader
 from addons.policy import PolicyError
 from addons.policy_file import MAX_POLICY_BYTES, excerpt, key_excerpt
+from tests.support.hostile_files import alias_bomb
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = "version: v1\nallowed_domains: [api.test, '*.example.com']\n"
@@ -230,15 +230,6 @@ def test_symlink_to_a_secret_file_shows_none_of_it(tmp_path: Path) -> None:
 
 
 # -- YAML that a policy may not use ----------------------------------------------------------------
-
-
-def alias_bomb(levels: int) -> str:
-    """A few hundred bytes that a naive loader expands to 9**levels strings, all inside the first
-    allowed_domains entry (so an error message that formats the entry formats all of them)."""
-    names = "abcdefghij"[:levels]
-    nodes = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    nodes += [f"&{n} [{','.join([f'*{p}'] * 9)}]" for p, n in itertools.pairwise(names)]
-    return "version: v1\nallowed_domains:\n  - [" + ", ".join(nodes) + "]\n"
 
 
 BOMB = alias_bomb(7)  # 4.8 million strings once expanded
