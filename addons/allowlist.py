@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, "", "__mitmproxy_script__"):
@@ -275,8 +276,6 @@ def _attached(name: str, factory):
 
 
 def _with_addresses(facts: Facts, addresses) -> Facts:
-    from dataclasses import replace
-
     return replace(facts, addresses=tuple(addresses), resolve_failed=not addresses)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mitmproxy.test import tutils
 
-from addons import flows
+from addons.core import authority
 
 
 def request(*hosts: str, authority: str = "") -> object:
@@ -32,4 +32,9 @@ def request(*hosts: str, authority: str = "") -> object:
     ],
 )  # fmt: skip
 def test_host_binding(hosts, authority, approved, holds) -> None:
-    assert flows.host_binding_holds(request(*hosts, authority=authority), *approved) is holds
+    req = request(*hosts, authority=authority)
+    assert authority_holds(req, *approved) is holds
+
+
+def authority_holds(req, host: str, port: int) -> bool:
+    return authority.binding_holds(tuple(req.headers.fields), req.authority, host, port)
