@@ -35,12 +35,14 @@ from addons import (
     resolver,
     shutdown,
     tls_buffers,
+    transparent,
 )
 from addons import upstream_errors as upstream
 from addons.approvals import Approvals
 from addons.core import reasons
 from addons.core.decide import Decision, Facts, Stage, decide
-from addons.patches import head_limits
+from addons.dns_answers import DnsAnswers
+from addons.patches import connection_close, head_limits
 from addons.policy_source import PolicySource
 from addons.sni_binding import SniBinding
 
@@ -48,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 # mitmproxy options that relay matching connections untouched (raw TCP, or TLS end to end).
 BYPASS_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
+# Listeners whose every connection reaches a decision: explicit proxy, redirected TCP. DNS has
+# a listener of its own (`dns_listen`, addons/dns_listener.py), never mitmproxy's DNS mode.
+SUPPORTED_MODES = (mode_specs.RegularMode, mode_specs.TransparentMode)
 
 
 def refuse(flow: http.HTTPFlow, reason: str, host: str, port: int) -> None:
@@ -79,7 +84,13 @@ class Allowlist:
         self._approvals = approvals
         self.metrics = metrics
         self._guard: guard.AllowlistGuard | None = None
+        self._transparent = transparent.TransparentDestinations(self, approvals)
         policies.subscribe(self._policy_changed)
+
+    @property
+    def transparent_destinations(self) -> transparent.TransparentDestinations:
+        """The transparent listener's addon (it decides through this one)."""
+        return self._transparent
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -94,10 +105,12 @@ class Allowlist:
             )
         if "mode" in updated:
             for spec in ctx.options.mode:
-                if not isinstance(mode_specs.ProxyMode.parse(spec), mode_specs.RegularMode):
+                if not isinstance(mode_specs.ProxyMode.parse(spec), SUPPORTED_MODES):
                     raise exceptions.OptionsError(
-                        f"mode {spec!r}: the allowlist supports only regular proxy mode. "
-                        "Fix: leave --mode unset"
+                        f"mode {spec!r}: the allowlist decides only regular, transparent and dns "
+                        "listeners, and DNS has its own listener, not mitmproxy's dns mode. Fix: "
+                        "use --mode regular or transparent@HOST:PORT; "
+                        "use --set dns_listen=HOST:PORT for DNS"
                     )
 
     def running(self) -> None:
@@ -105,6 +118,8 @@ class Allowlist:
         # the chain, after NextLayer and TlsConfig; they outlive a script reload.
         self._guard = _attached(guard.NAME, guard.AllowlistGuard)
         self._guard.attach(self)
+        # Closing a refused connection must free its socket in both runtimes.
+        connection_close.install()
         gate = _attached(protocol_gate.NAME, protocol_gate.ProtocolGate)
         gate.on_refuse = self._record_unrecognized_protocol
         # A 101 that is not a WebSocket must never become a raw relay (mitmproxy's default).
@@ -117,20 +132,27 @@ class Allowlist:
 
     # -- facts and decisions ---------------------------------------------------------------
 
-    def _decide(self, facts: Facts) -> Decision:
+    def decide(self, facts: Facts) -> Decision:
         return decide(facts, self._policies.current)
 
-    async def _decide_resolving(self, facts: Facts) -> tuple[Decision, resolver.Approval | None]:
+    @property
+    def draining(self) -> bool:
+        return self._drain.draining
+
+    def over_cap(self, client_id: str) -> bool:
+        return self._connections.is_over_cap(client_id)
+
+    async def decide_resolving(self, facts: Facts) -> tuple[Decision, resolver.Approval | None]:
         """Decide; when the name and port pass, resolve it (the lookup is the addon's, its
         answer a fact) and decide again on the addresses."""
-        decision = self._decide(facts)
+        decision = self.decide(facts)
         if not decision.needs_addresses:
             return decision, None
         try:
             addresses = await resolver.resolve(facts.host, facts.port)
         except (OSError, TimeoutError, UnicodeError):
             addresses = ()
-        decision = self._decide(_with_addresses(facts, addresses))
+        decision = self.decide(_with_addresses(facts, addresses))
         if not decision.allow:
             return decision, None
         return decision, resolver.Approval(facts.host, facts.port, addresses)
@@ -139,6 +161,9 @@ class Allowlist:
         return self._connections.is_over_cap(flow.client_conn.id)
 
     def _record(self, flow: http.HTTPFlow, decision: Decision, host: str, port: int) -> None:
+        self.record_connection(flow.client_conn, decision, host, port)
+
+    def record_connection(self, client, decision: Decision, host: str, port: int) -> None:
         self.metrics.count(decision)
         events.emit(
             "decision",
@@ -146,9 +171,10 @@ class Allowlist:
             reason=decision.reason,
             host=flows.printable(host),
             port=port,
-            sni=flow.client_conn.sni,
-            client=flows.client_label(flow),
+            sni=flows.printable(client.sni) if client.sni else None,
+            client=flows.client_label(client),
             rule=decision.rule,
+            **transparent.log_fields(client),
         )
 
     # -- hooks: CONNECT and requests -------------------------------------------------------
@@ -165,7 +191,7 @@ class Allowlist:
                 over_connection_cap=self._over_cap(flow),
                 draining=self._drain.draining,
             )
-            decision, approval = await self._decide_resolving(facts)
+            decision, approval = await self.decide_resolving(facts)
             self._record(flow, decision, host, port)
             if approval is None:
                 refuse(flow, decision.reason, host, port)
@@ -181,11 +207,18 @@ class Allowlist:
         request = flow.request
         host, port = request.host, request.port
         try:
+            refused = self._approvals.refusal(flow.client_conn.id)
+            if refused is not None:  # a denied transparent TLS connection: decided and logged
+                refuse(flow, refused.reason, refused.host, refused.port)
+                return
             tunnel = self._approvals.tunnel(flow.client_conn.id)
             if tunnel is not None:
                 host, port = tunnel.host, tunnel.port
+            named = None if tunnel else self._transparent.plain_http_destination(flow)
+            if named is not None:
+                host, port = named
             facts = self._request_facts(flow, host, port, in_tunnel=tunnel is not None)
-            decision, approval = await self._decide_resolving(facts)
+            decision, approval = await self.decide_resolving(facts)
             if tunnel is None or not decision.allow:
                 self._record(flow, decision, host, port)
             if not decision.allow:
@@ -193,6 +226,10 @@ class Allowlist:
                 return
             if approval is not None:
                 self._approvals.approve(flow.client_conn.id, approval)
+            if named is not None:
+                # Connect to the name that was decided (pinned to its checked address), never to
+                # the address the client dialled; the Host header stays as the client sent it.
+                request.data.host = host
             request_hygiene.strip_hop_by_hop(request)
         except Exception:
             logger.exception("decision on request failed; denying")
@@ -213,6 +250,8 @@ class Allowlist:
             authority=request.authority,
             over_connection_cap=self._over_cap(flow),
             draining=self._drain.draining,
+            transparent=transparent.is_transparent(flow.client_conn),
+            original_address=transparent.original_address(flow.client_conn),
         )
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -254,6 +293,7 @@ class Allowlist:
             port=tunnel.port if tunnel else None,
             sni=flows.printable(sni) if sni else None,
             client=flows.client_label(client),
+            **transparent.log_fields(client),
         )
 
 
@@ -297,13 +337,15 @@ def make_addons() -> list[object]:
     approvals = Approvals(still_allowed(policies))
     allowlist = Allowlist(policies, connections, drain, approvals, metrics)
     sni = SniBinding(policies, approvals, allowlist.record_refused_connection)
+    dns_answers = DnsAnswers(policies, metrics)
     status = health.Health(
-        readiness=[policies.readiness, drain.readiness],
+        readiness=[policies.readiness, drain.readiness, dns_answers.readiness],
         metrics=[
             metrics.render,
             connections.render_open,
             policies.render_metrics,
             connections.render_metrics,
+            dns_answers.render_metrics,
         ],
     )
     return [
@@ -312,6 +354,8 @@ def make_addons() -> list[object]:
         ca_check.CaCheck(),
         policies,
         allowlist,
+        allowlist.transparent_destinations,
+        dns_answers,
         sni,
         approvals,
         connections,

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 
 from mitmproxy.proxy import server_hooks
 
-from addons.resolver import Approval
+from addons.policy import InvalidHost, normalize_host, parse_ip
+from addons.resolver import Approval, Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class Approvals:
         self._tunnels: dict[str, Approval] = {}
         self._approved: dict[str, dict[tuple[str, int], Approval]] = {}
         self._pinned: dict[str, tuple[str, int]] = {}
+        self._refused: dict[str, Refusal] = {}
 
     def approve(self, client_id: str, approval: Approval, tunnel: bool = False) -> None:
         self._approved.setdefault(client_id, {})[(approval.host, approval.port)] = approval
@@ -34,6 +36,14 @@ class Approvals:
     def tunnel(self, client_id: str) -> Approval | None:
         """The approved CONNECT target of this client's tunnel, if it has one."""
         return self._tunnels.get(client_id)
+
+    def refuse_tunnel(self, client_id: str, refusal: Refusal) -> None:
+        """A transparent TLS connection that was denied: its handshake completes so that every
+        request in it can be answered with the refusal; it never gets an upstream."""
+        self._refused[client_id] = refusal
+
+    def refusal(self, client_id: str) -> Refusal | None:
+        return self._refused.get(client_id)
 
     def revoked(self) -> Iterator[tuple[str, Approval]]:
         """Clients holding an approval that the policy in force no longer gives."""
@@ -54,7 +64,9 @@ class Approvals:
                 return
             self._pinned[server.id] = (host, port)
             server.address = (str(approval.addresses[0]), port)
-            server.sni = host
+            # The name as a certificate names it: a trailing dot or upper case (legal in an SNI
+            # or a CONNECT target) makes OpenSSL's host check refuse to even start.
+            server.sni = upstream_name(host)
         except Exception:
             logger.exception("server_connect check failed; refusing the connection")
             server.error = "auth-proxy: policy-error"
@@ -76,3 +88,14 @@ class Approvals:
     def client_disconnected(self, client) -> None:
         self._tunnels.pop(client.id, None)
         self._approved.pop(client.id, None)
+        self._refused.pop(client.id, None)
+
+
+def upstream_name(host: str) -> str:
+    """The upstream SNI and certificate name for an approved host."""
+    if parse_ip(host) is not None:
+        return host
+    try:
+        return normalize_host(host)
+    except InvalidHost:
+        return host

@@ -21,7 +21,7 @@ NAME = "allowlistguard"
 
 
 class GuardedAddon(Protocol):
-    """An addon of the allowlist; the one that checks SNIs also has `refused_tls`."""
+    """An addon of the allowlist; the one that checks SNIs also has `no_upstream_first`."""
 
 
 class AllowlistGuard:
@@ -72,7 +72,10 @@ class AllowlistGuard:
         the upstream. Undoing it here, after TlsConfig, makes the client's handshake start, and
         fail, at once."""
         client_id = data.context.client.id
-        if not self.armed or any(
-            client_id in getattr(a, "refused_tls", ()) for a in self._live.values()
-        ):
+        if not self.armed or any(_no_upstream_first(a, client_id) for a in self._live.values()):
             data.establish_server_tls_first = False
+
+
+def _no_upstream_first(addon: GuardedAddon, client_id: str) -> bool:
+    check = getattr(addon, "no_upstream_first", None)
+    return check is not None and check(client_id)

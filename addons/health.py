@@ -190,11 +190,17 @@ class Health:
         self._server.stop()
 
     def readiness(self) -> Readiness:
-        ready = _listening()
-        detail: dict[str, object] = {"listening": ready}
+        listeners = _listeners()
+        ready = bool(listeners) and all(listeners.values())
+        detail: dict[str, object] = {"listening": ready, "listeners": listeners}
         for part in self._parts:
             part_ready, part_detail = part()
             ready = ready and part_ready
+            # A part's own listeners (the DNS listener's sockets) join mitmproxy's.
+            extra = part_detail.pop("listeners", None)
+            if isinstance(extra, dict):
+                listeners.update(extra)
+                detail["listening"] = detail["listening"] and all(extra.values())
             detail.update(part_detail)
         return Readiness(ready, detail)
 
@@ -208,12 +214,12 @@ class Health:
         )
 
 
-def _listening() -> bool:
+def _listeners() -> dict[str, bool]:
+    """Every configured listener (regular, transparent, DNS) and whether it is up: the proxy is
+    ready only when all are, since the pod's rules send traffic to each."""
     from mitmproxy import ctx
 
     proxyserver = ctx.master.addons.get("proxyserver")
-    return bool(
-        proxyserver
-        and proxyserver.is_running
-        and any(server.is_running for server in proxyserver.servers)
-    )
+    if not proxyserver or not proxyserver.is_running:
+        return {}
+    return {server.mode.full_spec: server.is_running for server in proxyserver.servers}

@@ -23,6 +23,15 @@ class Approval:
     addresses: tuple[IPAddress, ...]
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A destination a decision denied, answered later (inside TLS) with its reason."""
+
+    host: str
+    port: int
+    reason: str
+
+
 async def resolve(host: str, port: int) -> tuple[IPAddress, ...]:
     literal = policy.parse_ip(host)
     if literal is not None:

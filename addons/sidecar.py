@@ -59,6 +59,8 @@ def make_parser(opts: options.Options) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     opts.make_parser(parser, "listen_host", metavar="HOST")
     opts.make_parser(parser, "listen_port", metavar="PORT", short="p")
+    # Repeatable: `--mode regular --mode transparent@127.0.0.1:8082 --set dns_listen=127.0.0.1:8053`.
+    opts.make_parser(parser, "mode", short="m")
     parser.add_argument(
         "--set",
         action="append",

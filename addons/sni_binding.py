@@ -3,7 +3,7 @@
 A ClientHello whose SNI names another host than the tunnel's (domain fronting), or TLS where no
 tunnel was approved, fails its handshake before any TLS reaches the upstream: the TLS hooks hand
 mitmproxy a connection that refuses every protocol version, on both legs. The guard reads
-`refused_tls` to stop mitmproxy from starting the upstream handshake first.
+`no_upstream_first` to stop mitmproxy from starting the upstream handshake first.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from mitmproxy import ctx, tls
 
-from addons import flows, guard
+from addons import flows, guard, transparent
 from addons.approvals import Approvals
 from addons.core.decide import Facts, Stage, decide
 from addons.policy_source import PolicySource
@@ -44,10 +44,20 @@ class SniBinding:
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         client = data.context.client
         try:
+            if self._approvals.refusal(client.id) is not None:
+                return  # a denied transparent connection: its requests get the 403 inside TLS
             tunnel = self._approvals.tunnel(client.id)
             sni = data.client_hello.sni
             host, port = (tunnel.host, tunnel.port) if tunnel else ("", 0)
-            facts = Facts(Stage.TLS, host, port, in_tunnel=tunnel is not None, sni=sni)
+            facts = Facts(
+                Stage.TLS,
+                host,
+                port,
+                in_tunnel=tunnel is not None,
+                sni=sni,
+                transparent=transparent.is_transparent(client),
+                original_address=transparent.original_address(client),
+            )
             decision = decide(facts, self._policies.current)
             if not decision.allow:
                 self.refused_tls.add(client.id)
@@ -55,6 +65,11 @@ class SniBinding:
         except Exception:
             logger.exception("SNI check failed; refusing the handshake")
             self.refused_tls.add(client.id)
+
+    def no_upstream_first(self, client_id: str) -> bool:
+        """A client whose handshake is refused, or answered with a refusal inside TLS (a denied
+        transparent connection): no upstream handshake is started before the client's."""
+        return client_id in self.refused_tls or self._approvals.refusal(client_id) is not None
 
     def tls_start_client(self, data: tls.TlsData) -> None:
         if data.context.client.id in self.refused_tls:

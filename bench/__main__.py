@@ -6,14 +6,21 @@ mitmdump run from the sidecar image, unpacked (bench/imageroot.py), so they use 
 and packages that the image ships; `--venv` runs them from this venv instead. Each repetition starts
 every proxy fresh (start-up times), measures idle memory, runs every regime, reads peak memory and
 stops it; the order of the targets rotates from one repetition to the next (interleaved).
+
+Issue 14's listeners (bench/egress.py): after its loopback regimes, each repetition starts the
+sidecar and mitmdump once more in a private network namespace, with the transparent and DNS
+listeners on, and measures CONNECT against transparent (keep-alive and new connection) and DNS
+answers, side by side against the same upstream. `--no-egress` leaves that part out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -21,11 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import env, imageroot, load, policy_micro, proc, report
+from bench import egress, env, imageroot, load, policy_micro, proc, report
 from tests.support.faulty_upstreams import HangingServer
 
 TARGETS = ("direct", "squid", "mitmdump", "sidecar")
 PROXIES = ("squid", "mitmdump", "sidecar")
+EGRESS_TARGETS = ("mitmdump", "sidecar")  # the proxies with transparent and DNS listeners
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS_PERFORMANCE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
@@ -60,30 +68,6 @@ def run_regime(world: env.World, target: str, proxy_port: int | None, name: str,
         new_connection=new_conn,
         ok_connect=ok_connect,
     )
-
-
-def regime_figures(name: str, t: load.Transfers, cpu: float | None) -> dict:
-    lat = sorted(t.latencies)
-
-    def pct(q: float) -> float | None:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
-
-    fig = {
-        "ok": t.ok,
-        "failed": t.failed,
-        "seconds": round(t.seconds, 3),
-        "per_s": t.ok / t.seconds if t.seconds else 0.0,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "client_cpu_share": t.client_cpu / t.seconds if t.seconds else None,
-        "statuses": t.statuses,
-    }
-    if name == "large":
-        fig["mib_per_s"] = t.bytes / 2**20 / t.seconds if t.seconds else 0.0
-    if cpu is not None and t.ok:
-        fig["proxy_cpu_ms_per_req"] = cpu / t.ok * 1000
-        fig["proxy_cpu_share"] = cpu / t.seconds
-    return fig
 
 
 def start_proxy(world: env.World, target: str, run_dir: Path) -> tuple[env.ProxyInstance, dict]:
@@ -136,13 +120,30 @@ def _readyz(port: int) -> bool:
         return False
 
 
-def run_target(world: env.World, target: str, rep_dir: Path, duration: float) -> dict:
+def run_target(
+    world: env.World,
+    target: str,
+    rep_dir: Path,
+    duration: float,
+    net: egress.EgressNet | None = None,
+) -> dict:
+    out = run_loopback(world, target, rep_dir, duration)
+    if net is not None and target in EGRESS_TARGETS:
+        try:
+            out["egress"] = egress.run(net, target, rep_dir / f"{target}-egress", duration)
+        except Exception as e:  # the loopback figures still count; the exit status says so
+            print(f"bench: egress regimes of {target} FAILED: {e}", flush=True)
+            out["egress"] = {"error": str(e)[-3000:]}
+    return out
+
+
+def run_loopback(world: env.World, target: str, rep_dir: Path, duration: float) -> dict:
     out: dict = {"regimes": {}}
     if target == "direct":
         for name in REGIMES:
             if name != "denied":
                 t = run_regime(world, target, None, name, duration)
-                out["regimes"][name] = regime_figures(name, t, None)
+                out["regimes"][name] = load.figures(name, t, None)
         return out
     run_dir = rep_dir / target
     run_dir.mkdir()
@@ -157,7 +158,7 @@ def run_target(world: env.World, target: str, rep_dir: Path, duration: float) ->
                 before_conns = world.extra["listener"].connections
                 t = run_regime(world, target, inst.port, name, duration)
                 cpu = proc.cpu_seconds(inst.process.pid) - before_cpu
-                out["regimes"][name] = regime_figures(name, t, cpu)
+                out["regimes"][name] = load.figures(name, t, cpu)
                 if name == "denied":
                     out["regimes"][name]["upstream_connections"] = (
                         world.extra["listener"].connections - before_conns
@@ -188,7 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         help="run sidecar and mitmdump from this venv, not from the sidecar image",
     )
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (logs)")
+    ap.add_argument(
+        "--no-egress",
+        action="store_true",
+        help="leave out the transparent and DNS listeners (they need a network namespace)",
+    )
     args = ap.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the namespace, its rules and the servers are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     reps = args.reps or (1 if args.quick else 3)
     duration = args.duration or (2.0 if args.quick else 6.0)
     targets = [t for t in TARGETS if t in args.targets.split(",")]
@@ -200,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     nginx = None
     proxies_python = sys.version.split()[0]
     listener = HangingServer()  # the denied host: counts connections, never answers
+    cleanup = contextlib.ExitStack()
     try:
         certs = env.Certs.make(work)
         nginx, upstream_port = env.start_nginx(work, certs)
@@ -211,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         world.extra["listener"] = listener
         if "squid" in targets:
             world.extra["squid"] = env.prepare_squid(world)
+        net = None
+        if not args.no_egress and set(EGRESS_TARGETS) & set(targets):
+            net = cleanup.enter_context(egress.network(world))
         runs: dict[str, list[dict]] = {t: [] for t in targets}
         for rep in range(reps):
             order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
@@ -218,13 +230,14 @@ def main(argv: list[str] | None = None) -> int:
             rep_dir.mkdir()
             for target in order:
                 t0 = time.monotonic()
-                runs[target].append(run_target(world, target, rep_dir, duration))
+                runs[target].append(run_target(world, target, rep_dir, duration, net))
                 print(
                     f"bench: rep {rep + 1}/{reps} {target:8s} {time.monotonic() - t0:5.1f} s",
                     flush=True,
                 )
         micro = policy_micro.run(args.quick)
     finally:
+        cleanup.close()
         listener.close()
         if nginx:
             nginx.stop()
@@ -240,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "proxies_from": "venv" if args.venv else "sidecar image",
         "repetitions": reps,
         "seconds_per_regime": duration,
+        "egress": not args.no_egress,
         "wall_seconds": round(time.monotonic() - began, 1),
         "machine": f"{platform.machine()}, {_cores()} cores, {platform.release()}",
         "python": proxies_python,
@@ -256,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         report.copy_into_docs(markdown, DOCS_PERFORMANCE)
     print(markdown)
     print(f"bench: wrote {args.out}/summary.json, summary.md, chart.png")
+    failed = [t for t, reps_ in runs.items() for r in reps_ if "error" in r.get("egress", {})]
+    if failed:
+        print(f"bench: egress regimes failed for {', '.join(sorted(set(failed)))} (see above)")
+        return 1
     return 0
 
 

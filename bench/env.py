@@ -150,9 +150,17 @@ def _wait_port(port: int, timeout: float, proc: Process) -> None:
     raise RuntimeError(f"{proc.name} did not listen on {port}\n{proc.tail()}")
 
 
-def start_nginx(work: Path, certs: Certs) -> tuple[Process, int]:
-    """nginx on 127.0.0.1:PORT over TLS: /small (1 KiB) and /large (1 MiB) static files."""
-    d = work / "nginx"
+def start_nginx(
+    work: Path,
+    certs: Certs,
+    listen: tuple[str, int] | None = None,
+    name: str = "nginx",
+    prefix: tuple[str, ...] = (),
+) -> tuple[Process, int]:
+    """nginx over TLS: /small (1 KiB) and /large (1 MiB) static files. By default on
+    127.0.0.1:PORT (a free port); `listen` and `prefix` (say `ip netns exec NAME`, which execs, so
+    the PID stays nginx's) put it elsewhere, and then the caller waits for it to listen."""
+    d = work / name
     www = d / "www"
     www.mkdir(parents=True)
     (www / "small").write_bytes(b"s" * SMALL_BYTES)
@@ -161,7 +169,7 @@ def start_nginx(work: Path, certs: Certs) -> tuple[Process, int]:
         (d / sub).mkdir()
     os.chmod(d, 0o755)
     os.chmod(www, 0o755)
-    port = free_port()
+    host, port = listen or ("127.0.0.1", free_port())
     conf = d / "nginx.conf"
     conf.write_text(f"""
 worker_processes 2;
@@ -182,7 +190,7 @@ http {{
     scgi_temp_path {d}/scgi;
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port} ssl;
+        listen {host}:{port} ssl;
         server_name {UPSTREAM_HOST};
         ssl_certificate {certs.upstream_cert};
         ssl_certificate_key {certs.upstream_key};
@@ -190,8 +198,9 @@ http {{
     }}
 }}
 """)
-    proc = Process(["nginx", "-c", str(conf), "-p", str(d)], d, "nginx")
-    _wait_port(port, 15, proc)
+    proc = Process([*prefix, "nginx", "-c", str(conf), "-p", str(d)], d, "nginx")
+    if listen is None:
+        _wait_port(port, 15, proc)
     return proc, port
 
 
@@ -234,6 +243,18 @@ class ProxyInstance:
     health_port: int | None  # None: no /readyz (Squid); ready means listening
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """Where a proxy listens when not on free loopback ports of this namespace: fixed ports in
+    the network namespace `netns`, with the transparent and DNS listeners of issue 14."""
+
+    netns: str
+    port: int
+    health: int
+    transparent: int
+    dns: int
+
+
 def _clean_env(**extra: str) -> dict[str, str]:
     return {
         "PATH": f"{VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -245,11 +266,12 @@ def _clean_env(**extra: str) -> dict[str, str]:
     }
 
 
-def start_sidecar(world: World, run_dir: Path) -> ProxyInstance:
+def start_sidecar(world: World, run_dir: Path, listeners: Listeners | None = None) -> ProxyInstance:
     """Our sidecar as the image runs it: the image's entrypoint (images/sidecar/entrypoint.sh)
     with the image's environment execs `auth-proxy` with the same options, from the unpacked
-    image (or from this venv without one)."""
-    port, health = free_port(), free_port()
+    image (or from this venv without one). With `listeners`, the entrypoint also turns on the
+    transparent and DNS listeners (AUTH_PROXY_TRANSPARENT_PORT, AUTH_PROXY_DNS_PORT)."""
+    port, health = (listeners.port, listeners.health) if listeners else (free_port(), free_port())
     files = {
         "certs/tls.crt": world.certs.proxy_ca_dir / "ca.crt",
         "certs/tls.key": world.certs.proxy_ca_dir / "ca.key",
@@ -260,10 +282,17 @@ def start_sidecar(world: World, run_dir: Path) -> ProxyInstance:
         folder, entrypoint, base_env = run_dir / "files", REPO / "images/sidecar/entrypoint.sh", {}
         imageroot.copy_files(files, folder)
     else:
-        folder = world.root.place(f"sidecar-{port}", files)
+        folder = world.root.place(_folder_name("sidecar", port, listeners), files)
         entrypoint, base_env = Path(world.root.entrypoint[0]), world.root.env
+    modes = {}
+    if listeners:
+        modes = {
+            "AUTH_PROXY_TRANSPARENT_PORT": str(listeners.transparent),
+            "AUTH_PROXY_DNS_PORT": str(listeners.dns),
+        }
     env = _clean_env(
         **base_env,
+        **modes,
         AUTH_PROXY_LISTEN_HOST="127.0.0.1",
         AUTH_PROXY_LISTEN_PORT=str(port),
         AUTH_PROXY_HEALTH_HOST="127.0.0.1",
@@ -274,14 +303,17 @@ def start_sidecar(world: World, run_dir: Path) -> ProxyInstance:
         AUTH_PROXY_LOG_LEVEL="info",
     )
     argv = [str(entrypoint), "--set", f"ssl_verify_upstream_trusted_ca={folder}/upstream-ca.pem"]
-    proc = Process(_command(world, argv), run_dir, "sidecar", env)
+    proc = Process(_command(world, argv, listeners), run_dir, "sidecar", env)
     return ProxyInstance("sidecar", proc, port, health)
 
 
-def start_mitmdump(world: World, run_dir: Path) -> ProxyInstance:
+def start_mitmdump(
+    world: World, run_dir: Path, listeners: Listeners | None = None
+) -> ProxyInstance:
     """Stock mitmdump with the addon and the same options (no -q: the addon sets flow_detail=0),
-    from the same interpreter and packages as the sidecar."""
-    port, health = free_port(), free_port()
+    from the same interpreter and packages as the sidecar; with `listeners`, the same three
+    listeners as the sidecar's entrypoint turns on (regular, transparent, dns)."""
+    port, health = (listeners.port, listeners.health) if listeners else (free_port(), free_port())
     ca = world.certs.proxy_ca_dir
     files = {
         "confdir/mitmproxy-ca.pem": ca / "mitmproxy-ca.pem",
@@ -293,7 +325,7 @@ def start_mitmdump(world: World, run_dir: Path) -> ProxyInstance:
         folder, mitmdump, addon, base_env = run_dir / "files", VENV_BIN / "mitmdump", REPO, {}
         imageroot.copy_files(files, folder)
     else:
-        folder = world.root.place(f"mitmdump-{port}", files)
+        folder = world.root.place(_folder_name("mitmdump", port, listeners), files)
         mitmdump, addon, base_env = world.root.which("mitmdump"), imageroot.APP, world.root.env
     argv = [
         str(mitmdump),
@@ -314,14 +346,25 @@ def start_mitmdump(world: World, run_dir: Path) -> ProxyInstance:
         "--set",
         f"ssl_verify_upstream_trusted_ca={folder}/upstream-ca.pem",
     ]
-    proc = Process(_command(world, argv), run_dir, "mitmdump", _clean_env(**base_env))
+    if listeners:
+        argv += ["--mode", "regular"]
+        argv += ["--mode", f"transparent@127.0.0.1:{listeners.transparent}"]
+        argv += ["--set", f"dns_listen=127.0.0.1:{listeners.dns}"]
+    proc = Process(_command(world, argv, listeners), run_dir, "mitmdump", _clean_env(**base_env))
     return ProxyInstance("mitmdump", proc, port, health)
 
 
-def _command(world: World, argv: list[str]) -> list[str]:
+def _folder_name(kind: str, port: int, listeners: Listeners | None) -> str:
+    return f"{kind}-{listeners.netns}" if listeners else f"{kind}-{port}"
+
+
+def _command(world: World, argv: list[str], listeners: Listeners | None = None) -> list[str]:
     if world.root is None:
-        return with_hosts_file(world.hosts_file, argv)
-    return world.root.command(world.hosts_file, argv)
+        command = with_hosts_file(world.hosts_file, argv)
+    else:
+        command = world.root.command(world.hosts_file, argv)
+    # `ip netns exec` execs the command, so the PID the bench measures stays the proxy's own.
+    return ["ip", "netns", "exec", listeners.netns, *command] if listeners else command
 
 
 def prepare_squid(world: World) -> Path:

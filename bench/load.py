@@ -17,7 +17,8 @@ import ssl
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 WRITE_OUT = "%{stderr}R %{http_code} %{http_connect} %{time_total} %{size_download}\\n"
 
@@ -31,6 +32,7 @@ class Transfers:
     bytes: int
     client_cpu: float
     statuses: dict[str, int]
+    messages: list[str] = field(default_factory=list)  # curl's own errors (show_errors), a few
 
 
 def curl(
@@ -44,11 +46,16 @@ def curl(
     duration: float,
     new_connection: bool = False,
     ok_connect: str | None = None,
+    prefix: Sequence[str] = (),
+    show_errors: bool = False,
 ) -> Transfers:
     """Run `count` GETs of `url` (at most `duration` s). `new_connection`: every request on a
     fresh TCP+TLS connection (`Connection: close`, no TLS session reuse). `ok_connect`: count a
-    transfer as the expected outcome when the proxy answered CONNECT with this status."""
+    transfer as the expected outcome when the proxy answered CONNECT with this status.
+    `prefix` runs curl through commands that exec it (`ip netns exec`, `setpriv`), so the PID
+    stopped and measured stays curl's. `show_errors` keeps curl's first error messages."""
     cmd = [
+        *prefix,
         "curl",
         "--silent",
         "--http1.1",
@@ -63,6 +70,8 @@ def curl(
         "-o",
         "/dev/null",
     ]
+    if show_errors:
+        cmd.append("--show-error")
     if parallel > 1:
         cmd += ["--parallel", "--parallel-immediate", "--parallel-max", str(parallel)]
     if proxy_port is not None:
@@ -80,16 +89,21 @@ def curl(
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         deadline = start + duration
         rusage = None
-        while True:
-            pid, _status, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                rusage = ru
-                break
-            if time.monotonic() >= deadline:
-                os.kill(p.pid, signal.SIGTERM)
-                _pid, _status, rusage = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.005)
+        try:
+            while True:
+                pid, _status, ru = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    rusage = ru
+                    break
+                if time.monotonic() >= deadline:
+                    os.kill(p.pid, signal.SIGTERM)
+                    _pid, _status, rusage = os.wait4(p.pid, 0)
+                    break
+                time.sleep(0.005)
+        finally:
+            if rusage is None:  # interrupted (Ctrl-C, SIGTERM): stop this curl, by its PID
+                os.kill(p.pid, signal.SIGKILL)
+                os.wait4(p.pid, 0)
         seconds = time.monotonic() - start
         p.returncode = 0  # reaped by wait4 above
         err.seek(0)
@@ -97,9 +111,12 @@ def curl(
     ok = failed = size = 0
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    messages: list[str] = []
     for line in lines:
         parts = line.split()
         if len(parts) != 5 or parts[0] != "R":
+            if line.strip() and len(messages) < 5:
+                messages.append(line.strip()[:300])
             continue
         _, code, connect_code, total, nbytes = parts
         key = f"{connect_code}/{code}"
@@ -114,7 +131,7 @@ def curl(
         else:
             failed += 1
     cpu = rusage.ru_utime + rusage.ru_stime if rusage else 0.0
-    return Transfers(ok, failed, seconds, latencies, size, cpu, statuses)
+    return Transfers(ok, failed, seconds, latencies, size, cpu, statuses, messages)
 
 
 def proxied_get(
@@ -141,3 +158,48 @@ def proxied_get(
                 return response.startswith(b"HTTP/1.1 200")
     except (OSError, IndexError):
         return False
+
+
+def merge(parts: list[Transfers]) -> Transfers:
+    """Several runs of one regime as one (their times, counts and latencies added up)."""
+    statuses: dict[str, int] = {}
+    for t in parts:
+        for key, n in t.statuses.items():
+            statuses[key] = statuses.get(key, 0) + n
+    return Transfers(
+        ok=sum(t.ok for t in parts),
+        failed=sum(t.failed for t in parts),
+        seconds=sum(t.seconds for t in parts),
+        latencies=[x for t in parts for x in t.latencies],
+        bytes=sum(t.bytes for t in parts),
+        client_cpu=sum(t.client_cpu for t in parts),
+        statuses=statuses,
+        messages=[m for t in parts for m in t.messages][:5],
+    )
+
+
+def percentile_ms(latencies: list[float], q: float) -> float | None:
+    """The `q` quantile of `latencies` (seconds) in milliseconds; None when there are none."""
+    lat = sorted(latencies)
+    return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else None
+
+
+def figures(name: str, t: Transfers, cpu: float | None) -> dict:
+    """A regime's figures: rate, latency, CPU shares, and the proxy's CPU per request (`cpu`:
+    the proxy's CPU seconds during the regime; None without a proxy)."""
+    fig = {
+        "ok": t.ok,
+        "failed": t.failed,
+        "seconds": round(t.seconds, 3),
+        "per_s": t.ok / t.seconds if t.seconds else 0.0,
+        "p50_ms": percentile_ms(t.latencies, 0.50),
+        "p99_ms": percentile_ms(t.latencies, 0.99),
+        "client_cpu_share": t.client_cpu / t.seconds if t.seconds else None,
+        "statuses": t.statuses,
+    }
+    if name == "large":
+        fig["mib_per_s"] = t.bytes / 2**20 / t.seconds if t.seconds else 0.0
+    if cpu is not None and t.ok:
+        fig["proxy_cpu_ms_per_req"] = cpu / t.ok * 1000
+        fig["proxy_cpu_share"] = cpu / t.seconds
+    return fig

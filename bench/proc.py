@@ -12,7 +12,8 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def tree(pid: int) -> list[int]:
     """`pid` and its descendants (Squid's certificate helpers count as the proxy's cost)."""
-    seen, todo = [], [pid]
+    seen: list[int] = []
+    todo = [pid]
     while todo and len(seen) < 64:
         current = todo.pop()
         seen.append(current)

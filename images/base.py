@@ -5,6 +5,11 @@ reachable, as on this project's machines), `ensure_base` makes an equivalent one
 ``mmdebstrap --variant=minbase trixie`` from the apt mirror the host already uses, and tags it
 with the ``FROM`` name via ``docker import``. The tarballs are cached under ``.state/base/``,
 keyed by everything that goes into them, so a rerun only needs ``docker import`` (or nothing).
+
+An imported stand-in carries the label ``BASE_LABEL`` with a digest of its recipe. A stand-in
+whose recipe changed since (a package added, say) is imported again, so a build never runs on a
+base that lacks what the Dockerfile expects; an image that is not a stand-in (pulled from a
+registry) is left alone.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/lintian/*",
 )
 MMDEBSTRAP_TIMEOUT = 900
+BASE_LABEL = "org.sandbox-auth-proxy.base-spec"
+STAND_IN = "offline stand-in"  # the start of an imported stand-in's comment
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,9 @@ BASES: dict[str, BaseSpec] = {
     for spec in (
         BaseSpec(
             ref="python:3.13-slim-trixie",
-            packages=("python3", "ca-certificates"),
-            description="Debian trixie minbase + python3 (3.13) + ca-certificates",
+            # nftables: the sidecar image's egress lock (`auth-proxy-lock-egress`) runs nft.
+            packages=("python3", "ca-certificates", "nftables"),
+            description="Debian trixie minbase + python3 (3.13) + ca-certificates + nftables",
             changes=("ENV LANG=C.UTF-8", 'CMD ["python3"]'),
         ),
         BaseSpec(
@@ -132,6 +140,26 @@ def apt_mirror() -> str:
     return DEFAULT_MIRROR
 
 
+def spec_digest(spec: BaseSpec) -> str:
+    """What the stand-in is made of (not where from: another mirror gives the same image)."""
+    blob = json.dumps([SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def base_state(spec: BaseSpec, labels: dict[str, str] | None, comment: str | None) -> str:
+    """How an image the engine has relates to `spec`.
+
+    ``current``: made from `spec` as it is now; ``stale``: a stand-in made from an older recipe
+    (or before stand-ins were labelled); ``foreign``: not a stand-in (pulled from a registry).
+    """
+    labels = labels or {}
+    if labels.get(BASE_LABEL) == spec_digest(spec):
+        return "current"
+    if BASE_LABEL in labels or (comment or "").startswith(STAND_IN):
+        return "stale"
+    return "foreign"
+
+
 def _cache_key(spec: BaseSpec, mirror: str) -> str:
     blob = json.dumps(
         [SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes, mirror], sort_keys=True
@@ -176,25 +204,38 @@ def rootfs_tarball(spec: BaseSpec, cache_dir: Path) -> Path:
     return tarball
 
 
-def image_present(engine: Engine, ref: str) -> bool:
-    return engine.docker("image", "inspect", ref, check=False).returncode == 0
+def _inspect(engine: Engine, ref: str) -> dict | None:
+    proc = engine.docker("image", "inspect", ref, check=False)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)[0]
 
 
 def ensure_base(engine: Engine, ref: str, cache_dir: Path) -> str:
-    """Make sure image `ref` exists. Returns "present", "imported", or raises for unknown refs."""
-    if image_present(engine, ref):
-        return "present"
+    """Make sure image `ref` exists, and is current if it is our stand-in.
+
+    Returns "present", "imported" or "reimported" (a stale stand-in replaced); raises for an
+    absent image without a recipe.
+    """
     spec = BASES.get(ref)
-    if spec is None:
+    info = _inspect(engine, ref)
+    if info is not None:
+        if spec is None:
+            return "present"
+        state = base_state(spec, (info.get("Config") or {}).get("Labels"), info.get("Comment"))
+        if state != "stale":
+            return "present"
+        log.info("base %s: the engine's stand-in has another recipe; importing it again", ref)
+    elif spec is None:
         raise RuntimeError(
             f"base image {ref} is absent and no offline recipe exists for it "
             f"(known: {', '.join(sorted(BASES))}); pull it or add it to images/base.py"
         )
     tarball = rootfs_tarball(spec, cache_dir)
     args = ["import"]
-    for change in spec.changes:
+    for change in (*spec.changes, f"LABEL {BASE_LABEL}={spec_digest(spec)}"):
         args += ["--change", change]
-    args += ["--message", f"offline stand-in: {spec.description}", str(tarball), ref]
+    args += ["--message", f"{STAND_IN}: {spec.description}", str(tarball), ref]
     engine.docker(*args, timeout=600)
     log.info("base %s: imported from %s", ref, tarball)
-    return "imported"
+    return "imported" if info is None else "reimported"

@@ -6,7 +6,8 @@ Steps, each skipped when its result is already there:
    checked) for the image's Python (cp313, manylinux, this machine's architecture), downloaded
    on the host into ``.state/wheels/sidecar``, which the root ``.dockerignore`` lets into the
    build context (``python -m images.lock`` regenerates the lock);
-3. every base image a Dockerfile's FROM names that the engine lacks (`images.base`);
+3. every base image a Dockerfile's FROM names that the engine lacks, or holds as a stand-in
+   made from an older recipe (`images.base`);
 4. ``docker build --network none -f images/<x>/Dockerfile .`` with the repository root as context.
 
 Tags: ``auth-proxy:$IMAGE_TAG`` and ``sandbox-executor:$IMAGE_TAG`` (IMAGE_TAG defaults to dev).

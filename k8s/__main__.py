@@ -1,8 +1,8 @@
 """Render sandbox manifests as YAML for `kubectl apply -f -`, one document per object.
 
     python -m k8s pod --name NAME [--image IMAGE] [--allow DOMAIN]... [--env KEY=VALUE]...
-                      [--no-auth-proxy]
-    python -m k8s warm-pod --pool POOL [--name NAME] [--image IMAGE]
+                      [--no-auth-proxy] [--no-egress-enforcement]
+    python -m k8s warm-pod --pool POOL [--name NAME] [--image IMAGE] [--no-egress-enforcement]
     python -m k8s ca-secret --ca-dir DIR [--name sandbox-proxy-ca]
     python -m k8s policy [--allow DOMAIN]... [--from-file policy.yaml] [--name sandbox-proxy-policy]
 
@@ -80,6 +80,8 @@ def _settings(args: argparse.Namespace) -> ProxySettings:
     changes: dict[str, object] = {}
     if getattr(args, "no_auth_proxy", False):
         changes["enable_auth_proxy"] = False
+    if getattr(args, "no_egress_enforcement", False):
+        changes["egress_enforcement"] = False
     if getattr(args, "sidecar_mode", None):
         changes["sidecar_mode"] = args.sidecar_mode
     if getattr(args, "sidecar_image", None):
@@ -157,6 +159,15 @@ def _add_pod_options(parser: argparse.ArgumentParser, *, no_auth_proxy: bool = T
         metavar="NAME",
         help=f"runtimeClassName (default: {DEFAULT_SETTINGS.runtime_class_name}); "
         "'' for the cluster's default runtime",
+    )
+    parser.add_argument(
+        "--no-egress-enforcement",
+        action="store_true",
+        help=f"skip the {c.EGRESS_INIT_CONTAINER!r} init container, the nftables lock that "
+        "sends all of the workload's traffic through the sidecar (for a node kernel or Pod "
+        "Security level that cannot run it). Then only clients that honour HTTPS_PROXY are held "
+        "to the policy; anything else reaches the network directly. The pod is labelled "
+        f"{c.LABEL_EGRESS}={c.EGRESS_UNENFORCED}",
     )
     if no_auth_proxy:
         parser.add_argument(

@@ -9,6 +9,11 @@ from __future__ import annotations
 # --- containers --------------------------------------------------------------------------------
 SIDECAR_CONTAINER = "auth-proxy"
 WORKLOAD_CONTAINER = "workload"
+# A regular init container, first in initContainers, that locks the pod's network with nftables
+# so that every socket not owned by SIDECAR_UID can leave only through the sidecar.
+EGRESS_INIT_CONTAINER = "egress-lock"
+EGRESS_LOCK_COMMAND = "auth-proxy-lock-egress"  # console script in the sidecar image, on PATH
+EGRESS_TABLE = "auth_proxy_egress"  # the one nftables `inet` table it installs
 
 DEFAULT_SIDECAR_IMAGE = "auth-proxy:dev"
 DEFAULT_EXECUTOR_IMAGE = "sandbox-executor:dev"
@@ -28,6 +33,13 @@ HEALTH_PORT_NAME = "health"
 # health port listens on every interface because kubelet probes come from the node.
 PROXY_LISTEN_HOST = "127.0.0.1"
 HEALTH_LISTEN_HOST = "0.0.0.0"
+# Where the lock redirects the workload's traffic: all TCP to the transparent listener, DNS (UDP
+# and TCP port 53) to the DNS listener. Loopback only, like the proxy port.
+TRANSPARENT_PORT = 8082
+TRANSPARENT_PORT_NAME = "transparent"
+DNS_PORT = 8053
+DNS_PORT_NAME = "dns"  # UDP
+DNS_TCP_PORT_NAME = "dns-tcp"  # TCP, the same number
 READYZ_PATH = "/readyz"
 HEALTHZ_PATH = "/healthz"
 
@@ -40,6 +52,9 @@ ENV_CA_DIR = "AUTH_PROXY_CA_DIR"
 ENV_POLICY = "AUTH_PROXY_POLICY"
 ENV_CONFDIR = "AUTH_PROXY_CONFDIR"
 ENV_LOG_LEVEL = "AUTH_PROXY_LOG_LEVEL"
+# Empty or unset: that listener is off (a pod without enforced egress).
+ENV_TRANSPARENT_PORT = "AUTH_PROXY_TRANSPARENT_PORT"
+ENV_DNS_PORT = "AUTH_PROXY_DNS_PORT"
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("error", "warn", "info", "debug")  # what the sidecar entrypoint accepts
 
@@ -122,6 +137,11 @@ LABEL_POOL = f"{LABEL_PREFIX}/pool"
 LABEL_AUTH_PROXY = f"{LABEL_PREFIX}/auth-proxy"
 AUTH_PROXY_ENABLED = "enabled"
 AUTH_PROXY_DISABLED = "disabled"
+# Whether the egress lock runs: -l sandbox.dev/egress=unenforced finds every pod whose workload
+# can reach the network around the proxy.
+LABEL_EGRESS = f"{LABEL_PREFIX}/egress"
+EGRESS_ENFORCED = "enforced"
+EGRESS_UNENFORCED = "unenforced"
 
 # --- pod level ---------------------------------------------------------------------------------
 DEFAULT_RUNTIME_CLASS = "kata-qemu"

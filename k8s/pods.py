@@ -3,7 +3,9 @@
 A sandbox pod holds the `workload` container and, when the auth proxy is enabled, the
 `auth-proxy` sidecar that all of the workload's HTTP(S) goes through. The workload trusts the
 internal CA through a volume that carries the certificate alone; the CA's private key is mounted
-into the sidecar only.
+into the sidecar only. With egress enforcement (the default) the `egress-lock` init container
+runs first and locks the pod's network (nftables) so that every socket not owned by the
+sidecar's uid is redirected to the sidecar's transparent and DNS listeners or refused.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MANAGED_LABEL_KEYS = frozenset(
         c.LABEL_POOL_STATUS,
         c.LABEL_POOL,
         c.LABEL_AUTH_PROXY,
+        c.LABEL_EGRESS,
     }
 )
 
@@ -115,7 +118,7 @@ def proxy_env(settings: ProxySettings = DEFAULT_SETTINGS) -> dict[str, str]:
 
 def sidecar_env(settings: ProxySettings = DEFAULT_SETTINGS) -> dict[str, str]:
     """The sidecar entrypoint's variables, all set so the manifest says where everything is."""
-    return {
+    env = {
         c.ENV_LISTEN_HOST: c.PROXY_LISTEN_HOST,
         c.ENV_LISTEN_PORT: str(settings.proxy_port),
         c.ENV_HEALTH_HOST: c.HEALTH_LISTEN_HOST,
@@ -125,6 +128,24 @@ def sidecar_env(settings: ProxySettings = DEFAULT_SETTINGS) -> dict[str, str]:
         c.ENV_CONFDIR: c.SIDECAR_CONFDIR,
         c.ENV_LOG_LEVEL: settings.log_level,
     }
+    if settings.enforces_egress:
+        # Only where the lock redirects to them: an unenforced pod runs no listener it never uses.
+        env[c.ENV_TRANSPARENT_PORT] = str(settings.transparent_port)
+        env[c.ENV_DNS_PORT] = str(settings.dns_port)
+    return env
+
+
+def egress_lock_command(settings: ProxySettings = DEFAULT_SETTINGS) -> list[str]:
+    """The egress-lock init container's command (the sidecar image's console script)."""
+    return [
+        c.EGRESS_LOCK_COMMAND,
+        "--sidecar-uid",
+        str(c.SIDECAR_UID),
+        "--transparent-port",
+        str(settings.transparent_port),
+        "--dns-port",
+        str(settings.dns_port),
+    ]
 
 
 def _restricted_security_context(
@@ -152,6 +173,54 @@ def _http_probe(
     )
 
 
+def _sidecar_ports(settings: ProxySettings) -> list[client.V1ContainerPort]:
+    ports = [
+        (c.PROXY_PORT_NAME, settings.proxy_port, "TCP"),
+        (c.HEALTH_PORT_NAME, settings.health_port, "TCP"),
+    ]
+    if settings.enforces_egress:
+        ports += [
+            (c.TRANSPARENT_PORT_NAME, settings.transparent_port, "TCP"),
+            (c.DNS_PORT_NAME, settings.dns_port, "UDP"),
+            (c.DNS_TCP_PORT_NAME, settings.dns_port, "TCP"),
+        ]
+    return [
+        client.V1ContainerPort(name=name, container_port=port, protocol=protocol)
+        for name, port, protocol in ports
+    ]
+
+
+def build_egress_lock_container(settings: ProxySettings = DEFAULT_SETTINGS) -> client.V1Container:
+    """The egress-lock init container: installs the pod's nftables ruleset, checks it, exits.
+
+    It must run before the sidecar and the workload, so that no process of the pod ever has an
+    unlocked network; a failure (no nf_tables, no NET_ADMIN) fails the pod before the workload.
+    """
+    return client.V1Container(
+        name=c.EGRESS_INIT_CONTAINER,
+        # The sidecar image carries nft and the lock command: no other image to trust or pull.
+        image=settings.sidecar_image,
+        image_pull_policy=settings.image_pull_policy,
+        command=egress_lock_command(settings),
+        resources=settings.egress_lock_resources.to_v1(),
+        # Root with NET_ADMIN alone: what writing the network namespace's nftables takes. Root,
+        # because a non-root process loses added capabilities at exec (Kubernetes sets no
+        # ambient ones) and file capabilities are a privilege gain, which no_new_privs forbids.
+        security_context=client.V1SecurityContext(
+            run_as_non_root=False,
+            run_as_user=0,
+            run_as_group=0,
+            read_only_root_filesystem=True,
+            allow_privilege_escalation=False,
+            capabilities=client.V1Capabilities(drop=["ALL"], add=["NET_ADMIN"]),
+            seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        # What is missing (nf_tables, NAT redirect, skuid matching, the capability) then shows
+        # in `kubectl describe pod`.
+        termination_message_policy="FallbackToLogsOnError",
+    )
+
+
 def build_sidecar_container(settings: ProxySettings = DEFAULT_SETTINGS) -> client.V1Container:
     """The auth-proxy container; in native mode an init container with restartPolicy Always."""
     return client.V1Container(
@@ -160,14 +229,7 @@ def build_sidecar_container(settings: ProxySettings = DEFAULT_SETTINGS) -> clien
         image_pull_policy=settings.image_pull_policy,
         # Only a native sidecar (an init container) takes a restartPolicy.
         restart_policy="Always" if settings.sidecar_mode == c.SIDECAR_MODE_NATIVE else None,
-        ports=[
-            client.V1ContainerPort(
-                name=c.PROXY_PORT_NAME, container_port=settings.proxy_port, protocol="TCP"
-            ),
-            client.V1ContainerPort(
-                name=c.HEALTH_PORT_NAME, container_port=settings.health_port, protocol="TCP"
-            ),
-        ],
+        ports=_sidecar_ports(settings),
         env=_env(sidecar_env(settings)),
         # A native sidecar's startupProbe holds the workload back until the proxy is ready, so
         # the workload's first request never races the proxy's start: up to 30 s for that.
@@ -271,6 +333,7 @@ def sandbox_labels(
         c.LABEL_AUTH_PROXY: (
             c.AUTH_PROXY_ENABLED if settings.enable_auth_proxy else c.AUTH_PROXY_DISABLED
         ),
+        c.LABEL_EGRESS: c.EGRESS_ENFORCED if settings.enforces_egress else c.EGRESS_UNENFORCED,
     }
     if pool is not None:
         labels[c.LABEL_POOL] = pool
@@ -291,11 +354,17 @@ def _build_pod(
     pod_security: client.V1PodSecurityContext | None = None
     if settings.enable_auth_proxy:
         sidecar = build_sidecar_container(settings)
+        # The lock goes first: init containers run one by one, in order, each to completion
+        # (a native sidecar to started), so nothing else in the pod runs before it succeeded.
+        init_containers = (
+            [build_egress_lock_container(settings)] if settings.enforces_egress else []
+        )
         if settings.sidecar_mode == c.SIDECAR_MODE_NATIVE:
-            init_containers = [sidecar]
+            init_containers.append(sidecar)
         else:
             # First, so that it is started first (though without any ordering guarantee).
             containers = [sidecar, workload]
+        init_containers = init_containers or None
         volumes = build_proxy_volumes(settings)
         # Group ownership of the secret volume, so the non-root sidecar can read the 0440 key.
         pod_security = client.V1PodSecurityContext(fs_group=c.SIDECAR_GID)

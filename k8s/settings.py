@@ -39,6 +39,10 @@ class Resources:
 SIDECAR_RESOURCES = Resources(
     cpu_request="100m", memory_request="64Mi", cpu_limit="250m", memory_limit="128Mi"
 )
+# The egress lock runs one short nft transaction and exits: it needs little, and briefly.
+EGRESS_LOCK_RESOURCES = Resources(
+    cpu_request="10m", memory_request="16Mi", cpu_limit="100m", memory_limit="64Mi"
+)
 WORKLOAD_RESOURCES = Resources(
     cpu_request="250m", memory_request="256Mi", cpu_limit="1", memory_limit="1Gi"
 )
@@ -58,7 +62,14 @@ class ProxySettings:
     image_pull_policy: str = "IfNotPresent"
     proxy_port: int = c.PROXY_PORT
     health_port: int = c.HEALTH_PORT
+    # With the proxy enabled: the egress-lock init container locks the pod's network so that the
+    # workload reaches nothing except through the sidecar (its transparent and DNS listeners
+    # catch what ignores the proxy variables). Off: the workload can go around the proxy.
+    egress_enforcement: bool = True
+    transparent_port: int = c.TRANSPARENT_PORT
+    dns_port: int = c.DNS_PORT
     sidecar_resources: Resources = field(default=SIDECAR_RESOURCES)
+    egress_lock_resources: Resources = field(default=EGRESS_LOCK_RESOURCES)
     workload_resources: Resources = field(default=WORKLOAD_RESOURCES)
     ca_secret_name: str = c.CA_SECRET_NAME
     policy_configmap_name: str = c.POLICY_CONFIGMAP_NAME
@@ -78,12 +89,11 @@ class ProxySettings:
             raise ValueError(
                 f"sidecar_mode {self.sidecar_mode!r} is unknown; use one of {c.SIDECAR_MODES}"
             )
-        for name in ("proxy_port", "health_port"):
-            port = getattr(self, name)
-            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-                raise ValueError(f"{name} {port!r} is not a port (1-65535)")
-        if self.proxy_port == self.health_port:
-            raise ValueError(f"proxy_port and health_port are both {self.proxy_port}")
+        self._check_ports()
+        if not isinstance(self.egress_enforcement, bool):
+            raise ValueError(
+                f"egress_enforcement must be True or False, got {self.egress_enforcement!r}"
+            )
         for name in ("sidecar_image", "executor_image", "ca_secret_name", "policy_configmap_name"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
@@ -94,9 +104,37 @@ class ProxySettings:
         for name in ("workload_uid", "workload_gid"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a non-root id, got {getattr(self, name)}")
+        if self.enable_auth_proxy and self.workload_uid == c.SIDECAR_UID:
+            # The egress lock exempts the sidecar's uid, and a process of the same uid could
+            # signal or inspect the proxy: the workload would own the boundary that holds it.
+            raise ValueError(
+                f"workload_uid {self.workload_uid} is the auth-proxy sidecar's uid (SIDECAR_UID "
+                f"{c.SIDECAR_UID}): its traffic would be exempt from the egress lock. Fix: run "
+                f"the workload as another uid (the executor image uses {c.EXECUTOR_UID})"
+            )
         for name in ("sidecar_tmp_size", "ca_bundle_size"):
             if not _QUANTITY.match(getattr(self, name)):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a Kubernetes quantity")
+
+    def _check_ports(self) -> None:
+        names = ("proxy_port", "health_port", "transparent_port", "dns_port")
+        seen: dict[int, str] = {}
+        for name in names:
+            port = getattr(self, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ValueError(f"{name} {port!r} is not a port (1-65535)")
+            # All four listen in the sidecar, in the one network namespace of the pod.
+            if port in seen:
+                raise ValueError(
+                    f"{seen[port]} and {name} are both {port}: each sidecar listener needs its "
+                    "own port"
+                )
+            seen[port] = name
+
+    @property
+    def enforces_egress(self) -> bool:
+        """Whether pods get the egress lock: it needs the proxy, whose listeners it redirects to."""
+        return self.enable_auth_proxy and self.egress_enforcement
 
     @property
     def proxy_url(self) -> str:

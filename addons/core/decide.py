@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from addons import policy as rules
-from addons.addresses import any_forbidden
+from addons.addresses import any_forbidden, embedded_ipv4
 from addons.core import reasons
 from addons.core.authority import binding_holds
 from addons.core.decision import Decision
@@ -24,6 +24,7 @@ __all__ = ["Decision", "Facts", "Stage", "decide"]
 
 
 class Stage(enum.Enum):
+    ACCEPT = "accept"  # a transparent connection was accepted: only where it was going is known
     CONNECT = "connect"
     REQUEST = "request"
     TLS = "tls"
@@ -47,6 +48,10 @@ class Facts:
     fields: tuple[tuple[bytes, bytes], ...] = ()  # raw header fields, in order
     authority: str = ""  # the request's :authority or absolute-form authority; "" if none
     sni: str | None = None  # TLS: the ClientHello's SNI
+    # Through the transparent listener: the client dialled `original_address` itself, and the
+    # pod's rules redirected it. The destination is then named by SNI or Host, never this address.
+    transparent: bool = False
+    original_address: IPAddress | None = None
 
 
 def _deny(reason: reasons.Reason, rule: str | None = None) -> Decision:
@@ -57,6 +62,10 @@ _ALLOWED = Decision(True, reasons.ALLOWED.name)
 
 
 def decide(facts: Facts, policy: Policy | None) -> Decision:
+    if facts.transparent and _loops(facts.original_address):
+        return _deny(reasons.DESTINATION_IS_PROXY)
+    if facts.stage is Stage.ACCEPT:
+        return _ALLOWED if facts.transparent else _deny(reasons.POLICY_ERROR)
     if facts.stage is Stage.TLS:
         return _tls(facts)
     if facts.over_connection_cap:
@@ -92,7 +101,10 @@ def _request(facts: Facts, policy: Policy | None) -> Decision:
         return Decision(False, refused)
     if facts.in_tunnel:
         return _in_tunnel(facts, policy)
-    # Absolute form (HTTP_PROXY): decided like a CONNECT to the host it names.
+    if facts.transparent and not facts.host:
+        return _deny(reasons.HOST_MISMATCH)  # no Host: nothing names the destination
+    # Absolute form (HTTP_PROXY), or transparent plain HTTP (host from its Host header): decided
+    # like a CONNECT to the host it names.
     if facts.scheme not in ("http", "https") or not facts.host:
         return _deny(reasons.BLOCKED_BY_ALLOWLIST)
     if not binding_holds(facts.fields, facts.authority, facts.host, facts.port):
@@ -111,9 +123,20 @@ def _in_tunnel(facts: Facts, policy: Policy | None) -> Decision:
     return rules.decide(policy, facts.host, facts.port)
 
 
+def _loops(address: IPAddress | None) -> bool:
+    """A transparent connection to loopback (or of unknown origin) would come back to the proxy:
+    the pod's rules never redirect loopback, so only a client dialling the listener gets here."""
+    if address is None or address.is_unspecified:
+        return True
+    mapped = embedded_ipv4(address)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
 def _tls(facts: Facts) -> Decision:
     """A TLS handshake must be inside an approved tunnel, and its SNI (if any) name the tunnel's
     host: the certificate the client checks is then for the host the policy approved."""
+    if facts.transparent and not facts.sni:
+        return _deny(reasons.MISSING_SNI)
     if not facts.in_tunnel:
         return _deny(reasons.HOST_MISMATCH)
     if facts.sni is not None and not same_host(facts.sni, facts.host):

@@ -72,6 +72,33 @@ BAD_REQUEST = _r(
     "value, a control character in the target, a header name that is not a token, a folded "
     "line, or `Connection` naming Host, Content-Length or Transfer-Encoding",
 )
+DESTINATION_IS_PROXY = _r(
+    "destination-is-proxy",
+    None,
+    D,
+    "through the transparent listener, a connection whose original destination is a loopback "
+    "address or one of the proxy's own listeners (a loop): closed before anything is read",
+)
+MISSING_SNI = _r(
+    "missing-sni",
+    None,
+    D,
+    "through the transparent listener, TLS without SNI: the destination has no name to decide "
+    "on, and the address the client chose is never trusted: the handshake fails",
+)
+DNS_QUERY_REFUSED = _r(
+    "dns-query-refused",
+    None,
+    D,
+    "a DNS question other than A or AAAA (TXT, MX, ANY, SRV, HTTPS/SVCB, PTR, NULL, ...), or a "
+    "query that is not exactly one question: answered REFUSED; no query leaves the pod",
+)
+DNS_OVERLOADED = _r(
+    "dns-overloaded",
+    None,
+    D,
+    "more DNS lookups in flight than the listener admits: answered SERVFAIL at once",
+)
 POLICY_ERROR = _r("policy-error", 403, D, "anything raised while deciding, or no addon loaded")
 REQUEST_TOO_LARGE = _r(
     "request-too-large",

@@ -6,7 +6,15 @@ from addons.patches.registry import Patch
 
 
 def all_patches() -> list[Patch]:
-    from addons.patches import head_limits, inline_hooks, renderers, tls_contexts, tuning
+    from addons.patches import (
+        connection_close,
+        head_limits,
+        inline_hooks,
+        renderers,
+        tls_contexts,
+        transparent,
+        tuning,
+    )
 
     return [
         *head_limits.patches(),
@@ -14,6 +22,8 @@ def all_patches() -> list[Patch]:
         *tuning.patches(),
         *tls_contexts.patches(),
         *inline_hooks.patches(),
+        *transparent.patches(),
+        *connection_close.patches(),
     ]
 
 

@@ -12,6 +12,9 @@
 #   AUTH_PROXY_POLICY       /etc/auth-proxy/policy.yaml  allowlist policy; changes are followed
 #   AUTH_PROXY_CONFDIR      /tmp/auth-proxy              writable; mitmproxy's confdir
 #   AUTH_PROXY_LOG_LEVEL    info                         error | warn | info | debug
+#   AUTH_PROXY_TRANSPARENT_PORT  (unset: off)   transparent listener for TCP the pod's nftables
+#                                               rules redirect (loopback; ::1 too when present)
+#   AUTH_PROXY_DNS_PORT          (unset: off)   DNS listener (UDP and TCP) for redirected port 53
 set -euo pipefail
 
 listen_host="${AUTH_PROXY_LISTEN_HOST:-127.0.0.1}"
@@ -22,6 +25,8 @@ ca_dir="${AUTH_PROXY_CA_DIR:-/certs}"
 policy="${AUTH_PROXY_POLICY:-/etc/auth-proxy/policy.yaml}"
 confdir="${AUTH_PROXY_CONFDIR:-/tmp/auth-proxy}"
 log_level="${AUTH_PROXY_LOG_LEVEL:-info}"
+transparent_port="${AUTH_PROXY_TRANSPARENT_PORT:-}"
+dns_port="${AUTH_PROXY_DNS_PORT:-}"
 
 say() { printf 'auth-proxy-entrypoint: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 64; }
@@ -33,7 +38,8 @@ case "${log_level,,}" in
     error | err) verbosity=error ;;
     *) die "AUTH_PROXY_LOG_LEVEL=$log_level: use error, warn, info or debug" ;;
 esac
-for port in "$listen_port" "$health_port"; do
+for port in "$listen_port" "$health_port" ${transparent_port:+"$transparent_port"} \
+    ${dns_port:+"$dns_port"}; do
     [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "invalid port: $port"
 done
 
@@ -75,9 +81,24 @@ else
     ca_args=(--set ca_required=false)
 fi
 
+# The pod's rules redirect to loopback: 127.0.0.1, and ::1 for IPv6 when the pod has it.
+loopbacks=(127.0.0.1)
+if grep -qs '^0\{31\}1 ' /proc/net/if_inet6; then
+    loopbacks+=(::1)
+fi
+modes=()
+if [[ -n $transparent_port || -n $dns_port ]]; then
+    modes+=(--mode regular)
+    for address in "${loopbacks[@]}"; do
+        if [[ -n $transparent_port ]]; then modes+=(--mode "transparent@$address:$transparent_port"); fi
+        if [[ -n $dns_port ]]; then modes+=(--set "dns_listen=$address:$dns_port"); fi
+    done
+fi
+
 args=(
     --listen-host "$listen_host"
     --listen-port "$listen_port"
+    "${modes[@]}"
     --set "confdir=$confdir"
     --set "health_host=$health_host"
     --set "health_port=$health_port"
@@ -90,5 +111,5 @@ else
     say "WARNING: no policy at $policy: every request is DENIED (see /readyz)"
 fi
 
-say "proxy on $listen_host:$listen_port, health on $health_host:$health_port"
+say "proxy on $listen_host:$listen_port, health on $health_host:$health_port${transparent_port:+, transparent on :$transparent_port}${dns_port:+, DNS on :$dns_port}"
 exec auth-proxy "${args[@]}" "$@"

@@ -213,3 +213,33 @@ def test_stops_quickly_on_sigterm(docker: Docker, images: dict[str, str]) -> Non
     state = json.loads(docker("inspect", name).stdout)[0]["State"]
     assert state["ExitCode"] == 0, docker.logs(name)
     docker.remove(name)
+
+
+LOCK_ARGS = ("--sidecar-uid", "10000", "--transparent-port", "8082", "--dns-port", "8053")
+# As the pod's init container runs it: root, read-only root filesystem, no privilege escalation.
+LOCK_OPTIONS = [
+    "--network", "none", "--read-only", "--user", "0:0", "--cap-drop", "ALL",
+    "--security-opt", "no-new-privileges", "--entrypoint", "auth-proxy-lock-egress",
+]  # fmt: skip
+
+
+def test_egress_lock_dry_run_prints_the_ruleset(docker: Docker, images: dict[str, str]) -> None:
+    result = docker.run_once(
+        images["sidecar"], *LOCK_ARGS, "--dry-run",
+        options=["--network", "none", "--read-only", "--entrypoint", "auth-proxy-lock-egress"],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "table inet auth_proxy_egress {" in result.stdout
+    assert "meta skuid 10000 accept" in result.stdout
+    assert "redirect to :8082" in result.stdout and "redirect to :8053" in result.stdout
+
+
+def test_egress_lock_installs_with_only_net_admin(docker: Docker, images: dict[str, str]) -> None:
+    """The image's nft applies the ruleset and the readback check accepts its JSON."""
+    locked = docker.run_once(images["sidecar"], *LOCK_ARGS, options=[*LOCK_OPTIONS, "--cap-add", "NET_ADMIN"])  # fmt: skip
+    assert locked.returncode == 0, locked.stderr
+    summary = json.loads(locked.stdout)
+    assert summary["event"] == "egress-locked" and summary["sidecar_uid"] == 10000, summary
+    refused = docker.run_once(images["sidecar"], *LOCK_ARGS, options=LOCK_OPTIONS)
+    assert refused.returncode == 3, refused
+    assert "NET_ADMIN" in refused.stderr, refused.stderr

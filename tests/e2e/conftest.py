@@ -3,11 +3,16 @@ Docker the way a kubelet would (tests/support/podrunner.py), against httpbin ser
 httpbin.org from a private network namespace (tests/e2e/upstream.py).
 
 Run with ``make test-e2e`` (``pytest -s tests/e2e``) to see every step printed.
+
+``E2E_EGRESS=unenforced`` builds the pod without the egress lock (``egress_enforcement=False``):
+for proving that tests/e2e/test_enforced_egress.py's assertions fail when nothing enforces them
+(its first test then fails on the pod's label, on purpose). Never set in `make test`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -27,7 +32,15 @@ from k8s import constants as c
 from k8s.manifests import build_policy_configmap, load_ca_secret, policy_text_from_domains
 from k8s.pods import build_pod_spec
 from k8s.settings import DEFAULT_SETTINGS
-from tests.e2e.upstream import UPSTREAM_ADDR, UPSTREAM_NAME, Upstream
+from tests.e2e.upstream import (
+    DECOY_ADDR,
+    DECOY_ADDR6,
+    DENIED6_NAME,
+    DENIED_NAME,
+    UPSTREAM_ADDR,
+    UPSTREAM_NAME,
+    Upstream,
+)
 from tests.support.docker_fixtures import Docker
 from tests.support.podrunner import ContainerExtras, PodRunner
 
@@ -35,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 POD_NAME = "e2e-sandbox"
 UPSTREAM_CA_MOUNT = "/etc/e2e-upstream-ca"
 GRACE_CAP = 5
+EGRESS = os.environ.get("E2E_EGRESS", c.EGRESS_ENFORCED)
 
 
 def step(message: str) -> None:
@@ -133,9 +147,15 @@ def sandbox(
     policy |= {"allowed_ports": [443], "allow_ranges": [f"{UPSTREAM_ADDR}/32"]}
     policy_text = yaml.safe_dump(policy, sort_keys=False)
     configmap = build_policy_configmap(policy_text)
+    if EGRESS not in (c.EGRESS_ENFORCED, c.EGRESS_UNENFORCED):
+        raise ValueError(f"E2E_EGRESS={EGRESS!r}: use {c.EGRESS_ENFORCED} or {c.EGRESS_UNENFORCED}")
     settings = DEFAULT_SETTINGS.replace(
-        sidecar_image=images["sidecar"], executor_image=images["executor"]
+        sidecar_image=images["sidecar"],
+        executor_image=images["executor"],
+        egress_enforcement=EGRESS == c.EGRESS_ENFORCED,
     )
+    if EGRESS != c.EGRESS_ENFORCED:
+        print(f"\n    *** E2E_EGRESS={EGRESS}: the pod is built WITHOUT the egress lock ***")
     pod_obj = build_pod_spec(POD_NAME, env={"SANDBOX_REQUEST_ID": "e2e"}, settings=settings)
     from kubernetes.client import ApiClient
 
@@ -170,7 +190,10 @@ def sandbox(
         # The executor's PID 1 (`sleep infinity`) ignores SIGTERM, so it always takes the full
         # grace period (30 s by default) to stop: capped for the test, and printed.
         grace_cap=GRACE_CAP,
+        # Probes come from the node's side of the pod's veth, as a kubelet's do.
+        node_netns=upstream.netns,
     )
+    info(f"probes go like a kubelet's: from netns {upstream.netns} (the node side) to the pod IP")
     extras = {
         c.SIDECAR_CONTAINER: ContainerExtras(
             mounts=[(upstream.ca_dir, UPSTREAM_CA_MOUNT)],
@@ -193,7 +216,11 @@ def sandbox(
                 pod,
                 network=upstream.network,
                 extras=extras,
-                infra_hosts={UPSTREAM_NAME: UPSTREAM_ADDR},
+                infra_hosts={
+                    UPSTREAM_NAME: UPSTREAM_ADDR,
+                    DENIED_NAME: DECOY_ADDR,
+                    DENIED6_NAME: DECOY_ADDR6,
+                },
             )
         except Exception:
             print(f"--- sidecar logs ---\n{docker.logs(box.sidecar)[-6000:]}")

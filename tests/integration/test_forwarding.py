@@ -116,3 +116,14 @@ def tunnel_peer_certificate(proxy: Proxy, host: str, port: int) -> bytes:
             der = tls.getpeercert(binary_form=True)
             assert der is not None
             return der
+
+
+@pytest.mark.parametrize("name", ["upstream.test.", "UPSTREAM.Test.", "Upstream.TEST"])
+def test_host_spellings_reach_the_upstream(proxy: Proxy, testnet: LoopbackNet, name: str) -> None:
+    """A trailing dot or upper case is a legal spelling of an allowed name; the upstream's
+    certificate is checked against the name as certificates spell it (a trailing dot made
+    OpenSSL's host check fail before the handshake, and the client waited for nothing)."""
+    result = proxy.curl(
+        "-o", "/dev/null", "-w", "%{http_code}", f"https://{name}:{testnet.tls_port}/", timeout=10
+    )
+    assert result.stdout == "200", (result.stdout, result.stderr)

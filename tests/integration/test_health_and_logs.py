@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 from tests.support.proxy import Proxy
 from tests.support.testnet import LoopbackNet
 
@@ -21,6 +21,25 @@ def test_healthz_and_readyz(proxy: Proxy) -> None:
     assert body["ready"] is True and body["listening"] is True
     assert body["policy"].endswith("policy.yaml") and body["entries"] == 8
     assert body["last_reload_error"] is None
+
+
+def test_readyz_lists_every_listener(make_proxy, testnet: LoopbackNet, tmp_path) -> None:
+    """The pod's rules send traffic to all three listeners, so ready means all three are up."""
+    transparent, dns = free_port(), free_port()
+    policy = testnet.write_policy(tmp_path / "policy.yaml", "upstream.test")
+    running = make_proxy(
+        policy,
+        "--mode", "regular",
+        "--mode", f"transparent@127.0.0.1:{transparent}",
+        "--set", f"dns_listen=127.0.0.1:{dns}",
+    )  # fmt: skip
+    status, body = running.readyz()
+    assert status == 200 and body["listening"] is True, body
+    assert body["listeners"] == {
+        "regular": True,
+        f"transparent@127.0.0.1:{transparent}": True,
+        f"dns@127.0.0.1:{dns}": True,
+    }
 
 
 def test_metrics_count_decisions(proxy: Proxy, testnet: LoopbackNet) -> None:

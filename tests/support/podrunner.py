@@ -12,8 +12,12 @@ it), plus the Secrets and ConfigMaps it refers to, and:
 3. starts an infra ("pause") container that owns the pod's network, IPC and UTS namespaces
    (``--network none``), then calls the caller's network hook with its PID (the CNI step);
 4. starts the init containers in order, each joining the infra's namespaces: a regular one must
-   exit 0; a native sidecar (``restartPolicy: Always``) is started and its startupProbe is
-   executed (HTTP GET from inside the pod's network namespace) before the next one starts;
+   exit 0, or the pod fails (`PodFailed` naming it, its exit code and its termination message)
+   and no later container is ever created; a native sidecar (``restartPolicy: Always``) is
+   started and its startupProbe is executed (HTTP GET from inside the pod's network namespace)
+   before the next one starts. Every container runs with exactly the user, group and
+   capabilities its securityContext asks for (``--cap-drop`` / ``--cap-add``), and gets a
+   termination message file at /dev/termination-log, as the kubelet mounts one;
 5. starts the containers, waits for their readiness probes, and keeps probing readiness and
    liveness in the background, recording failures;
 6. ``stop()``: stops the containers, then the sidecars in reverse order (SIGTERM with the pod's
@@ -44,7 +48,12 @@ from pathlib import Path
 from typing import Any
 
 # The checks are pure and live apart (unit tested without Docker); re-exported for callers.
-from tests.support.podspec import UnsupportedPodSpec, check_pod, quantity
+from tests.support.podspec import (
+    DEFAULT_TERMINATION_MESSAGE_PATH,
+    UnsupportedPodSpec,
+    check_pod,
+    quantity,
+)
 
 DockerFn = Callable[..., subprocess.CompletedProcess]
 Log = Callable[[str], None]
@@ -71,6 +80,11 @@ class PodFailed(RuntimeError):
 
 DEFAULT_GRACE_SECONDS = 30
 KUBELET_DEFAULT_MODE = 0o644
+# The kubelet reads at most this much of a termination message file; with
+# FallbackToLogsOnError and an empty file, the last 80 log lines, at most 2 KiB of them.
+TERMINATION_MESSAGE_MAX_BYTES = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
 EMPTYDIR_MODE = 0o777
 # A bound on every wait, whatever a probe says.
 MAX_PROBE_WAIT = 300.0
@@ -144,6 +158,7 @@ class RunningContainer:
     probes: dict[str, Probe] = field(default_factory=dict)
     exit_code: int | None = None
     restart_count: int | None = None
+    termination_message: str | None = None  # as the kubelet would report it, once it exited
 
 
 @dataclass
@@ -170,8 +185,13 @@ class PodRunner:
         pause_image: str,
         log: Log = print,
         grace_cap: int | None = None,
+        node_netns: str | None = None,
     ):
         self.docker = docker
+        # Where probes come from: a kubelet probes from the node, into the pod's IP. A named
+        # network namespace on the node's side of the pod's veth does the same; without one the
+        # probe runs inside the pod's namespace (which a pod's egress lock would redirect).
+        self.node_netns = node_netns
         self.workdir = Path(workdir)
         self.name_prefix = name_prefix
         self.labels = list(labels)
@@ -187,6 +207,7 @@ class PodRunner:
         self.pod_ip: str | None = None
         self.containers: dict[str, RunningContainer] = {}
         self.volume_dirs: dict[str, Path] = {}
+        self.termination_files: dict[str, Path] = {}
         self.deviations: list[str] = []
         self.probe_log: list[ProbeRecord] = []
         self.failures: list[str] = []
@@ -502,6 +523,9 @@ class PodRunner:
             opt = f"type=bind,source={source},target={mount['mountPath']}"
             args += ["--mount", opt + (",readonly" if ro else "")]
             mount_notes.append(f"{mount['name']} -> {mount['mountPath']} ({'ro' if ro else 'rw'})")
+        term = self._termination_file(name)
+        args += ["--mount", f"type=bind,source={term},target={DEFAULT_TERMINATION_MESSAGE_PATH}"]
+        mount_notes.append(f"termination message file -> {DEFAULT_TERMINATION_MESSAGE_PATH} (rw)")
         extra_args: list[str] = []
         if extras is not None:
             for host_dir, path in extras.mounts:
@@ -564,29 +588,77 @@ class PodRunner:
         elif "startup" in rc.probes:
             self._probe_until(rc, rc.probes["startup"])
 
+    def _termination_file(self, name: str) -> Path:
+        """The host file behind a container's /dev/termination-log: empty, writable by anyone."""
+        path = self.workdir / "termination" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        path.chmod(0o666)  # what the kubelet does, so a container of any uid can write it
+        self.termination_files[name] = path
+        return path
+
     def _wait_init(self, rc: RunningContainer) -> None:
-        proc = self.docker("wait", rc.docker_name, check=False, timeout=MAX_PROBE_WAIT)
-        code = int(proc.stdout.strip() or -1)
+        """A regular init container must exit 0 before anything after it is created."""
+        try:
+            proc = self.docker("wait", rc.docker_name, check=False, timeout=MAX_PROBE_WAIT)
+        except subprocess.TimeoutExpired:
+            raise PodFailed(
+                f"init container {rc.name} did not exit within {MAX_PROBE_WAIT:g} s; no later "
+                f"container was created\n{self._failure_detail(rc)}"
+            ) from None
+        text = proc.stdout.strip()
+        code = int(text) if text.lstrip("-").isdigit() else -1
         rc.exit_code = code
+        rc.termination_message = self._termination_message(rc)
         if code != 0:
             raise PodFailed(
-                f"init container {rc.name} exited {code}: {self._termination_message(rc)}"
+                f"init container {rc.name} exited {code}; no later container was created\n"
+                f"{self._failure_detail(rc)}"
             )
         self.say(f"init container {rc.name} completed (exit 0)")
 
+    def _log_tail(self, rc: RunningContainer, lines: int = FALLBACK_LOG_LINES) -> str:
+        logs = self.docker("logs", "--tail", str(lines), rc.docker_name, check=False)
+        return logs.stdout + logs.stderr
+
     def _termination_message(self, rc: RunningContainer) -> str:
-        if rc.termination_message_policy == "FallbackToLogsOnError":
-            logs = self.docker("logs", "--tail", "80", rc.docker_name, check=False)
-            return "last log lines:\n" + (logs.stdout + logs.stderr)[-4000:]
-        return "(terminationMessagePolicy File: no message file is read by this runner)"
+        """What the kubelet would report: the message file, else (FallbackToLogsOnError, after a
+        failed exit) the tail of the logs."""
+        path = self.termination_files.get(rc.name)
+        message = ""
+        if path is not None and path.is_file():
+            with path.open("rb") as f:
+                message = f.read(TERMINATION_MESSAGE_MAX_BYTES).decode("utf-8", "replace")
+        failed = rc.exit_code is not None and rc.exit_code != 0
+        if not message and failed and rc.termination_message_policy == "FallbackToLogsOnError":
+            message = self._log_tail(rc)[-FALLBACK_LOG_BYTES:]
+        return message
+
+    def _failure_detail(self, rc: RunningContainer) -> str:
+        """The termination message, plus the log tail when that is not already it (for tests)."""
+        message = rc.termination_message if rc.exit_code is not None else None
+        lines = []
+        if message is not None:
+            lines.append(
+                f"termination message ({rc.termination_message_policy}): "
+                + (message.rstrip() or "(empty)")
+            )
+        if not message or rc.termination_message_policy != "FallbackToLogsOnError":
+            lines.append("last log lines:\n" + self._log_tail(rc)[-4000:])
+        return "\n".join(lines)
 
     def probe_once(self, probe: Probe) -> tuple[int, str]:
-        """Execute an httpGet probe from inside the pod's network namespace."""
+        """Execute an httpGet probe from the node's side (`node_netns`) to the pod IP, as a
+        kubelet does, or else from inside the pod's network namespace."""
         host = self.pod_ip or "127.0.0.1"
         url = f"http://{host}:{probe.port}{probe.path}"
+        if self.node_netns and self.pod_ip:
+            where = ["ip", "netns", "exec", self.node_netns]
+        else:
+            where = ["nsenter", f"--net=/proc/{self.infra_pid}/ns/net", "--"]
         cmd = [
-            "nsenter", f"--net=/proc/{self.infra_pid}/ns/net", "--",
-            sys.executable, "-I", "-c", _PROBE, url, str(probe.timeout), json.dumps(probe.headers),
+            *where, sys.executable, "-I", "-c", _PROBE, url, str(probe.timeout),
+            json.dumps(probe.headers),
         ]  # fmt: skip
         try:
             out = subprocess.run(
@@ -629,27 +701,34 @@ class PodRunner:
             time.sleep(max(0.0, probe.period - (time.monotonic() - t0)))
         raise PodFailed(
             f"{probe.kind} probe of {rc.name} failed {failures} times (last: HTTP {status} "
-            f"{detail[:200]}); {self._termination_message(rc)}\n{self._state(rc)}"
+            f"{detail[:200]}); {self._failure_detail(rc)}\n{self._state(rc)}"
         )
 
     def _state(self, rc: RunningContainer) -> str:
         proc = self.docker("inspect", "-f", "{{json .State}}", rc.docker_name, check=False)
         return f"state of {rc.docker_name}: {proc.stdout.strip()}"
 
-    def _report_ports(self) -> None:
+    def _listening(self, protocol: str) -> set[str]:
+        flag = {"TCP": "-Hltn", "UDP": "-Hlun"}[protocol]
         out = subprocess.run(
-            ["nsenter", f"--net=/proc/{self.infra_pid}/ns/net", "--", "ss", "-Hltn"],
+            ["nsenter", f"--net=/proc/{self.infra_pid}/ns/net", "--", "ss", flag],
             capture_output=True, text=True, timeout=10, check=False,
         )  # fmt: skip
-        listening = {line.split()[3] for line in out.stdout.splitlines() if len(line.split()) > 3}
+        return {line.split()[3] for line in out.stdout.splitlines() if len(line.split()) > 3}
+
+    def _report_ports(self) -> None:
+        listening = {protocol: self._listening(protocol) for protocol in ("TCP", "UDP")}
         for ctr in self.pod["spec"].get("initContainers", []) + self.pod["spec"]["containers"]:
             for port in ctr.get("ports") or []:
+                protocol = port.get("protocol", "TCP")
                 where = sorted(
-                    a for a in listening if a.rsplit(":", 1)[-1] == str(port["containerPort"])
+                    a
+                    for a in listening[protocol]
+                    if a.rsplit(":", 1)[-1] == str(port["containerPort"])
                 )
                 self.say(
-                    f"containerPort {port['containerPort']} ({port.get('name', '-')}) of "
-                    f"{ctr['name']}: informational in Kubernetes; listening on "
+                    f"containerPort {port['containerPort']}/{protocol} ({port.get('name', '-')}) "
+                    f"of {ctr['name']}: informational in Kubernetes; listening on "
                     f"{', '.join(where) or 'NOTHING'} in the pod namespace"
                 )
 
@@ -719,6 +798,7 @@ class PodRunner:
                 with contextlib.suppress(ValueError):
                     code, restarts = proc.stdout.split()
                     rc.exit_code, rc.restart_count = int(code), int(restarts)
+                rc.termination_message = self._termination_message(rc)
                 self.say(
                     f"stopped {rc.name} in {time.monotonic() - t0:.1f} s: exit code "
                     f"{rc.exit_code}, restarts {rc.restart_count}"
@@ -731,6 +811,7 @@ class PodRunner:
                 self.say(f"removed containers: {', '.join(reversed(self._created))}")
             for path in self.volume_dirs.values():
                 shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(self.workdir / "termination", ignore_errors=True)
             self.say("removed volume folders")
 
     def _check_size_limits(self) -> None:

@@ -93,6 +93,18 @@ CONFIGMAP_SOURCE_KEYS = {"name", "items", "defaultMode", "optional"}
 ITEM_KEYS = {"key", "path", "mode"}
 EMPTYDIR_KEYS = {"sizeLimit", "medium"}
 RESOURCE_NAMES = {"cpu", "memory"}
+PORT_PROTOCOLS = {"TCP", "UDP"}  # containerPort is informational; SCTP has no use here
+# Linux capabilities (capabilities(7)), as Kubernetes spells them: Docker's --cap-add/--cap-drop
+# take the same names. A name outside this list is a typo the runtime would reject or ignore.
+CAPABILITIES = frozenset({
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER",
+    "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN",
+    "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP",
+    "SETUID", "SYSLOG", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE",
+    "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+})  # fmt: skip
 
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 
@@ -223,6 +235,28 @@ def _check_seccomp(w: _Walk, profile: Any, where: str) -> None:
     )  # fmt: skip
 
 
+def _check_capabilities(w: _Walk, caps: Any, where: str) -> None:
+    """Docker grants exactly these (--cap-drop / --cap-add), so each name must be a real one."""
+    caps = w.keys(caps or {}, {"drop", "add"}, where)
+    for part in ("drop", "add"):
+        names = caps.get(part) or []
+        if not isinstance(names, list):
+            w.problems.append(f"{where}.{part} = {names!r}: expected a list of capability names")
+            continue
+        for j, name in enumerate(names):
+            bare = name.removeprefix("CAP_") if isinstance(name, str) else name
+            if part == "drop" and name == "ALL":
+                continue
+            if part == "add" and name == "ALL":
+                # As good as privileged, which is not run either.
+                w.problems.append(f"{where}.add[{j}] = 'ALL': every capability is not granted")
+                continue
+            w.value(
+                bare in CAPABILITIES, f"{where}.{part}[{j}]", name,
+                "not a Linux capability (capabilities(7), e.g. NET_ADMIN)",
+            )  # fmt: skip
+
+
 def _check_items(w: _Walk, src: dict, where: str) -> None:
     for j, item in enumerate(src.get("items") or []):
         item = w.keys(item, ITEM_KEYS, f"{where}.items[{j}]")
@@ -276,8 +310,8 @@ def _check_container(w: _Walk, ctr: dict, where: str, kind: str, volumes: dict) 
     for j, port in enumerate(ctr.get("ports") or []):
         port = w.keys(port, PORT_KEYS, f"{where}.ports[{j}]")
         w.value(
-            port.get("protocol", "TCP") == "TCP", f"{where}.ports[{j}].protocol",
-            port.get("protocol"), "only TCP",
+            port.get("protocol", "TCP") in PORT_PROTOCOLS, f"{where}.ports[{j}].protocol",
+            port.get("protocol"), "only TCP and UDP",
         )  # fmt: skip
         if "name" in port:
             ports[port["name"]] = port.get("containerPort")
@@ -292,7 +326,7 @@ def _check_container(w: _Walk, ctr: dict, where: str, kind: str, volumes: dict) 
     sc = w.keys(
         ctr.get("securityContext") or {}, CONTAINER_SECURITY_KEYS, f"{where}.securityContext"
     )
-    w.keys(sc.get("capabilities") or {}, {"drop", "add"}, f"{where}.securityContext.capabilities")
+    _check_capabilities(w, sc.get("capabilities"), f"{where}.securityContext.capabilities")
     w.value(
         not sc.get("privileged"), f"{where}.securityContext.privileged",
         sc.get("privileged"), "privileged containers are not run",

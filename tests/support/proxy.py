@@ -3,6 +3,7 @@ test names resolved from a private hosts file, and a TLS upstream it is told to 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.ipnetns import entered
 from tests.support.processes import ManagedProcess, free_port, wait_until, with_hosts_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +54,8 @@ class Proxy:
     port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     process: ManagedProcess | None = None
+    # A named network namespace (`ip netns`) the proxy and its health checks run in.
+    ip_netns: str | None = None
 
     @property
     def confdir(self) -> Path:
@@ -83,7 +87,9 @@ class Proxy:
         ]
         if self.policy is not None:
             args += ["--set", f"allowlist={self.policy}"]
-        return with_hosts_file(self.hosts_file, [*args, *self.extra_args])
+        command = with_hosts_file(self.hosts_file, [*args, *self.extra_args])
+        # `ip netns exec` execs the command itself, so the PID stays the proxy's own.
+        return ["ip", "netns", "exec", self.ip_netns, *command] if self.ip_netns else command
 
     def start(self, wait_ready: bool = True) -> Proxy:
         if not self.confdir.exists():
@@ -103,10 +109,14 @@ class Proxy:
         return self.process.stop() if self.process else None
 
     def health(self, path: str) -> tuple[int, str]:
+        inside = entered(self.ip_netns) if self.ip_netns else contextlib.nullcontext()
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}{path}", timeout=2
-            ) as response:
+            with (
+                inside,
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.health_port}{path}", timeout=2
+                ) as response,
+            ):
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()

@@ -363,7 +363,7 @@ async def test_bad_policy_option_is_an_options_error(tmp_path: Path) -> None:
     with taddons.context(*stack.addons) as tctx:
         with pytest.raises(exceptions.OptionsError, match=r"bad\.yaml"):
             tctx.configure(stack.policies, allowlist=str(bad))
-        with pytest.raises(exceptions.OptionsError, match="only regular proxy mode"):
+        with pytest.raises(exceptions.OptionsError, match="only regular, transparent and dns"):
             tctx.configure(stack.allowlist, mode=["reverse:https://example.com"])
 
 

@@ -41,6 +41,7 @@ ADDRESS, MISMATCH = reasons.BLOCKED_ADDRESS.name, reasons.HOST_MISMATCH.name
 UNRESOLVABLE, TOO_LARGE = reasons.UPSTREAM_UNRESOLVABLE.name, reasons.REQUEST_TOO_LARGE.name
 CAP, DRAINING = reasons.TOO_MANY_CONNECTIONS.name, reasons.SHUTTING_DOWN.name
 BAD, UPGRADE = reasons.BAD_REQUEST.name, reasons.UPGRADE_NOT_ALLOWED.name
+LOOP, NO_SNI = reasons.DESTINATION_IS_PROXY.name, reasons.MISSING_SNI.name
 
 
 def ips(*texts: str) -> tuple:
@@ -66,6 +67,23 @@ def absolute(*fields: tuple[bytes, bytes], host="api.test", port=80, **facts) ->
 
 def tls(sni: str | None, host="api.test", in_tunnel=True, **facts) -> Facts:
     return Facts(Stage.TLS, host, 443, in_tunnel=in_tunnel, sni=sni, **facts)
+
+
+def dialled(address: str | None) -> dict:
+    """Facts of a connection the pod's rules redirected: the address the client dialled."""
+    return {"transparent": True, "original_address": ips(address)[0] if address else None}
+
+
+def accepted(address: str | None) -> Facts:
+    return Facts(Stage.ACCEPT, "", 443, **dialled(address))
+
+
+def plain(
+    *fields: tuple[bytes, bytes], host="api.test", dialled_to="203.0.113.9", **facts
+) -> Facts:
+    """Plain HTTP through the transparent listener: origin form, host from its Host header."""
+    facts = {"scheme": "http", "http1": True, "method": b"GET", "target": b"/", **facts}
+    return Facts(Stage.REQUEST, host, 80, fields=fields, **dialled(dialled_to), **facts)
 
 
 def allow(rule: str | None, needs_addresses: bool = False) -> Decision:
@@ -255,6 +273,31 @@ CASES = [
     pytest.param(tls("api.test"), None, allow(None), id="tls-no-policy-consulted"),
     pytest.param(tls(None, in_tunnel=False), POLICY, deny(MISMATCH), id="tls-no-tunnel"),
     pytest.param(tls("api.test", in_tunnel=False), POLICY, deny(MISMATCH), id="tls-no-tunnel-with-sni"),
+    # -- the transparent listener: the client dialled an address, the name decides ---------------
+    pytest.param(accepted("203.0.113.9"), POLICY, allow(None), id="transparent-accept"),
+    pytest.param(accepted("fd00:1::9"), POLICY, allow(None), id="transparent-accept-ipv6"),
+    pytest.param(accepted("127.0.0.1"), POLICY, deny(LOOP), id="transparent-accept-loopback"),
+    pytest.param(accepted("127.8.9.10"), POLICY, deny(LOOP), id="transparent-accept-loopback-net"),
+    pytest.param(accepted("::1"), POLICY, deny(LOOP), id="transparent-accept-ipv6-loopback"),
+    pytest.param(accepted("::ffff:127.0.0.1"), POLICY, deny(LOOP), id="transparent-accept-mapped-loopback"),
+    pytest.param(accepted("0.0.0.0"), POLICY, deny(LOOP), id="transparent-accept-unspecified"),
+    pytest.param(accepted(None), POLICY, deny(LOOP), id="transparent-accept-origin-unknown"),
+    pytest.param(connect(**dialled("203.0.113.9")), POLICY, allow("api.test", True), id="transparent-sni-allowed"),
+    pytest.param(connect("other.test", **dialled("203.0.113.9")), POLICY, deny(BLOCKED), id="transparent-sni-not-allowed"),
+    pytest.param(connect(port=8443, **dialled("203.0.113.9")), POLICY, deny(PORT, "api.test"), id="transparent-sni-port"),
+    pytest.param(connect(addresses=ips("10.9.9.9"), **dialled("203.0.113.9")), POLICY, deny(ADDRESS, "api.test"), id="transparent-sni-private-address"),
+    pytest.param(connect(**dialled("127.0.0.1")), POLICY, deny(LOOP), id="transparent-sni-dialled-loopback"),
+    pytest.param(tls(None, in_tunnel=False, **dialled("203.0.113.9")), POLICY, deny(NO_SNI), id="transparent-tls-no-sni"),
+    pytest.param(tls("", in_tunnel=False, **dialled("203.0.113.9")), POLICY, deny(NO_SNI), id="transparent-tls-empty-sni"),
+    pytest.param(tls("api.test", **dialled("203.0.113.9")), POLICY, allow(None), id="transparent-tls-sni-decided"),
+    pytest.param(plain(HOST), POLICY, allow("api.test", True), id="transparent-http"),
+    pytest.param(plain((b"Host", b"API.test")), POLICY, allow("api.test", True), id="transparent-http-host-spelling"),
+    pytest.param(plain((b"Host", b"other.test"), host="other.test"), POLICY, deny(BLOCKED), id="transparent-http-not-allowed"),
+    pytest.param(plain((b"Host", b"api.test:8080")), POLICY, deny(MISMATCH), id="transparent-http-host-other-port"),
+    pytest.param(plain(host=""), POLICY, deny(MISMATCH), id="transparent-http-no-host"),
+    pytest.param(plain(HOST, HOST, host=""), POLICY, deny(MISMATCH), id="transparent-http-doubled-host"),
+    pytest.param(plain(HOST, authority="other.test"), POLICY, deny(MISMATCH), id="transparent-http-absolute-other"),
+    pytest.param(plain(HOST, dialled_to="::1"), POLICY, deny(LOOP), id="transparent-http-dialled-loopback"),
 ]  # fmt: skip
 
 
@@ -272,6 +315,9 @@ NOT_DECIDED_HERE = {
     reasons.UPSTREAM_ERROR,
     reasons.UNRECOGNIZED_PROTOCOL,
     reasons.POLICY_ERROR,
+    # DNS questions are decided by addons.core.dns (tests/unit/test_core_dns.py).
+    reasons.DNS_QUERY_REFUSED,
+    reasons.DNS_OVERLOADED,
 }
 
 

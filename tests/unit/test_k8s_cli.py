@@ -8,6 +8,7 @@ sidecar also against 1.27 and 1.28.
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import subprocess
 import sys
@@ -77,8 +78,59 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pod_renders_only_the_pod_without_allow() -> None:
     [pod] = render("pod", "--name", "demo")
     assert (pod["kind"], pod["metadata"]["name"]) == ("Pod", "demo")
-    assert pod["spec"]["initContainers"][0]["name"] == "auth-proxy"
+    assert [x["name"] for x in pod["spec"]["initContainers"]] == ["egress-lock", "auth-proxy"]
     assert pod["metadata"]["labels"]["sandbox.dev/pool-status"] == "manual"
+    assert pod["metadata"]["labels"]["sandbox.dev/egress"] == "enforced"
+
+
+@pytest.mark.parametrize(
+    ("args", "init", "main"),
+    [
+        pytest.param(["pod", "--name", "d"], ["auth-proxy"], ["workload"], id="pod"),
+        pytest.param(["warm-pod", "--pool", "py"], ["auth-proxy"], ["workload"], id="warm-pod"),
+        pytest.param(
+            ["pod", "--name", "d", "--sidecar-mode", "container"], [], ["auth-proxy", "workload"],
+            id="pod-container-mode",
+        ),
+        pytest.param(
+            ["warm-pod", "--pool", "py", "--sidecar-mode", "container"], [],
+            ["auth-proxy", "workload"], id="warm-pod-container-mode",
+        ),
+    ],
+)  # fmt: skip
+def test_no_egress_enforcement(args: list[str], init: list[str], main: list[str]) -> None:
+    [enforced] = render(*args)
+    [pod] = render(*args, "--no-egress-enforcement")
+    assert [x["name"] for x in enforced["spec"]["initContainers"]] == ["egress-lock", *init]
+    assert [x["name"] for x in pod["spec"].get("initContainers", [])] == init
+    assert [x["name"] for x in pod["spec"]["containers"]] == main
+    assert pod["metadata"]["labels"]["sandbox.dev/egress"] == "unenforced"
+    assert pod["metadata"]["labels"]["sandbox.dev/auth-proxy"] == "enabled"
+    sidecar = next(
+        x for x in pod["spec"].get("initContainers", []) + pod["spec"]["containers"]
+        if x["name"] == "auth-proxy"
+    )  # fmt: skip
+    assert [p["name"] for p in sidecar["ports"]] == ["proxy", "health"]
+    assert "AUTH_PROXY_TRANSPARENT_PORT" not in {e["name"] for e in sidecar["env"]}
+
+
+def test_no_egress_enforcement_with_no_auth_proxy() -> None:
+    # Redundant but harmless: without the proxy there is nothing to enforce, and the label says so.
+    [pod] = render("pod", "--name", "d", "--no-auth-proxy", "--no-egress-enforcement")
+    assert "initContainers" not in pod["spec"]
+    assert pod["metadata"]["labels"]["sandbox.dev/egress"] == "unenforced"
+
+
+@pytest.mark.parametrize("command", [["pod"], ["warm-pod"]])
+def test_help_explains_no_egress_enforcement(command: list[str]) -> None:
+    text = " ".join(k8s(*command, "--help").stdout.split())
+    assert "--no-egress-enforcement" in text
+    for fragment in (
+        "'egress-lock' init container",
+        "HTTPS_PROXY",
+        "sandbox.dev/egress=unenforced",
+    ):
+        assert fragment in text, text
 
 
 def test_pod_with_allow_renders_the_policy_first() -> None:
@@ -108,9 +160,11 @@ def test_pod_container_mode_and_overrides() -> None:
         "pod", "--name", "demo", "--sidecar-mode", "container",
         "--sidecar-image", "reg.example/auth-proxy:1", "--runtime-class", "",
     )  # fmt: skip
-    assert "initContainers" not in pod["spec"]
+    [lock] = pod["spec"]["initContainers"]
     assert [x["name"] for x in pod["spec"]["containers"]] == ["auth-proxy", "workload"]
     assert pod["spec"]["containers"][0]["image"] == "reg.example/auth-proxy:1"
+    # The lock runs from the sidecar's image, whichever that is.
+    assert (lock["name"], lock["image"]) == ("egress-lock", "reg.example/auth-proxy:1")
     assert "runtimeClassName" not in pod["spec"]
 
 
@@ -285,11 +339,17 @@ def test_pod_help_explains_allow() -> None:
 RENDERS: dict[str, tuple[list[str], bool]] = {
     "pod-native-allow": (["pod", "--name", "demo", "--allow", "httpbin.org", "--env", "A=1"], True),
     "pod-container": (["pod", "--name", "demo", "--sidecar-mode", "container"], False),
+    "pod-unenforced": (["pod", "--name", "demo", "--no-egress-enforcement"], True),
+    "pod-container-unenforced": (
+        ["pod", "--name", "demo", "--sidecar-mode", "container", "--no-egress-enforcement"],
+        False,
+    ),
     "pod-no-proxy": (["pod", "--name", "demo", "--no-auth-proxy", "--env", "A=1"], False),
     "warm-native": (["warm-pod", "--pool", "python"], True),
     "warm-native-named": (["warm-pod", "--pool", "python", "--name", "python-1"], True),
     "warm-container": (["warm-pod", "--pool", "python", "--sidecar-mode", "container"], False),
     "warm-no-proxy": (["warm-pod", "--pool", "python", "--no-auth-proxy"], False),
+    "warm-unenforced": (["warm-pod", "--pool", "python", "--no-egress-enforcement"], True),
     "ca-secret": (["ca-secret", "--ca-dir", "{ca_dir}"], False),
     "policy-allow": (["policy", "--allow", "httpbin.org", "--allow", "*.example.com"], False),
     "policy-file": (["policy", "--from-file", "{policy_file}", "--allow", "a.org"], False),
@@ -367,9 +427,40 @@ def test_every_rendered_pod_keeps_the_key_from_the_workload(rendered: Any) -> No
     from k8s.audit import key_exposures
 
     pods = [doc for name in RENDERS for doc in rendered(name)[1] if doc["kind"] == "Pod"]
-    assert len(pods) == 7
+    assert len(pods) == 10
     for pod in pods:
         assert key_exposures(pod) == [], pod["metadata"]
+
+
+def test_the_rendered_pods_cover_every_egress_layout(rendered: Any) -> None:
+    """Strict validation above sees the lock in both sidecar modes, and pods without it."""
+    layouts = set()
+    for name in RENDERS:
+        for doc in rendered(name)[1]:
+            if doc["kind"] != "Pod":
+                continue
+            spec = doc["spec"]
+            init = tuple(x["name"] for x in spec.get("initContainers", []))
+            main = tuple(x["name"] for x in spec["containers"])
+            layouts.add((doc["metadata"]["labels"]["sandbox.dev/egress"], init, main))
+    assert layouts == {
+        ("enforced", ("egress-lock", "auth-proxy"), ("workload",)),
+        ("enforced", ("egress-lock",), ("auth-proxy", "workload")),
+        ("unenforced", ("auth-proxy",), ("workload",)),
+        ("unenforced", (), ("auth-proxy", "workload")),
+        ("unenforced", (), ("workload",)),
+    }
+
+
+def test_strict_validation_checks_the_lock(rendered: Any) -> None:
+    """The lock's fields are in the schema: a typo in them is refused, on every version."""
+    pod = copy.deepcopy(rendered("pod-container")[1][0])  # the cached one stays intact
+    lock = pod["spec"]["initContainers"][0]
+    assert lock["securityContext"]["capabilities"]["add"] == ["NET_ADMIN"]
+    lock["securityContext"]["capabilities"]["addd"] = ["SYS_ADMIN"]
+    for version in OLD_VERSIONS + NATIVE_VERSIONS:
+        with pytest.raises(kubernetes_validate.ValidationError, match="addd"):
+            kubernetes_validate.validate(pod, f"{version}.0", strict=True)
 
 
 def test_one_document_per_object(rendered: Any) -> None:

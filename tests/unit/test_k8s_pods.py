@@ -29,12 +29,17 @@ UPDATE_EXPECTED = os.environ.get("UPDATE_K8S_EXPECTED") == "1"
 NATIVE = DEFAULT_SETTINGS
 CONTAINER = DEFAULT_SETTINGS.replace(sidecar_mode=c.SIDECAR_MODE_CONTAINER)
 NO_PROXY = DEFAULT_SETTINGS.replace(enable_auth_proxy=False)
+UNENFORCED = DEFAULT_SETTINGS.replace(egress_enforcement=False)
+CONTAINER_UNENFORCED = CONTAINER.replace(egress_enforcement=False)
 ALL_SETTINGS = [
     pytest.param(NATIVE, id="native-sidecar"),
     pytest.param(CONTAINER, id="container-sidecar"),
+    pytest.param(UNENFORCED, id="native-unenforced"),
+    pytest.param(CONTAINER_UNENFORCED, id="container-unenforced"),
     pytest.param(NO_PROXY, id="proxy-off"),
 ]
-PROXY_SETTINGS = ALL_SETTINGS[:2]
+PROXY_SETTINGS = ALL_SETTINGS[:4]
+ENFORCED_SETTINGS = ALL_SETTINGS[:2]
 
 # `ssl_cert_file` differs from SSL_CERT_FILE by case: only the proxy-family names are reserved in
 # every case, so this one is the user's.
@@ -49,6 +54,10 @@ SCENARIOS: dict[str, Callable[[], V1Pod]] = {
     ),
     "pod-no-proxy": lambda: build_pod_spec(
         "demo", env=USER_ENV, labels=USER_LABELS, settings=NO_PROXY
+    ),
+    # What `python -m k8s pod --no-egress-enforcement` renders.
+    "pod-unenforced": lambda: build_pod_spec(
+        "demo", env=USER_ENV, labels=USER_LABELS, settings=UNENFORCED
     ),
     "warm-native": lambda: build_warm_pod_spec("python", settings=NATIVE),
     "warm-container": lambda: build_warm_pod_spec(
@@ -104,28 +113,61 @@ def test_builders_return_typed_pods() -> None:
 # --- the contract, point by point (independently of the expected files) ------------------------
 
 
-@pytest.mark.parametrize("settings", PROXY_SETTINGS)
-def test_sidecar_placement(settings: ProxySettings) -> None:
+@pytest.mark.parametrize(
+    ("settings", "init", "main"),
+    [
+        pytest.param(NATIVE, ["egress-lock", "auth-proxy"], ["workload"], id="native"),
+        pytest.param(CONTAINER, ["egress-lock"], ["auth-proxy", "workload"], id="container"),
+        pytest.param(UNENFORCED, ["auth-proxy"], ["workload"], id="native-unenforced"),
+        pytest.param(CONTAINER_UNENFORCED, None, ["auth-proxy", "workload"], id="container-un"),
+        pytest.param(NO_PROXY, None, ["workload"], id="proxy-off"),
+    ],
+)
+def test_container_placement(
+    settings: ProxySettings, init: list[str] | None, main: list[str]
+) -> None:
     spec = to_dict(build_pod_spec("demo", settings=settings))["spec"]
-    if settings.sidecar_mode == c.SIDECAR_MODE_NATIVE:
-        [sidecar] = spec["initContainers"]
-        assert sidecar["name"] == "auth-proxy"
-        assert sidecar["restartPolicy"] == "Always"
-        assert [x["name"] for x in spec["containers"]] == ["workload"]
-    else:
+    # The lock first: init containers run in order, so nothing else runs before it succeeded.
+    if init is None:
         assert "initContainers" not in spec
-        assert [x["name"] for x in spec["containers"]] == ["auth-proxy", "workload"]
-        assert "restartPolicy" not in spec["containers"][0]
+    else:
+        assert [x["name"] for x in spec["initContainers"]] == init
+    assert [x["name"] for x in spec["containers"]] == main
+    for x in spec.get("initContainers", []):
+        # Only the native sidecar restarts; the lock is a regular init container (runs once).
+        assert x.get("restartPolicy") == ("Always" if x["name"] == "auth-proxy" else None)
+    for x in spec["containers"]:
+        assert "restartPolicy" not in x
 
 
 @pytest.mark.parametrize("settings", PROXY_SETTINGS)
 def test_sidecar_contract(settings: ProxySettings) -> None:
     sidecar = containers(to_dict(build_pod_spec("demo", settings=settings)))["auth-proxy"]
     assert sidecar["image"] == "auth-proxy:dev"
-    assert sidecar["ports"] == [
+    ports = [
         {"name": "proxy", "containerPort": 8080, "protocol": "TCP"},
         {"name": "health", "containerPort": 8081, "protocol": "TCP"},
     ]
+    env = {
+        "AUTH_PROXY_LISTEN_HOST": "127.0.0.1",
+        "AUTH_PROXY_LISTEN_PORT": "8080",
+        "AUTH_PROXY_HEALTH_HOST": "0.0.0.0",
+        "AUTH_PROXY_HEALTH_PORT": "8081",
+        "AUTH_PROXY_CA_DIR": "/certs",
+        "AUTH_PROXY_POLICY": "/etc/auth-proxy/policy.yaml",
+        "AUTH_PROXY_CONFDIR": "/tmp/auth-proxy",
+        "AUTH_PROXY_LOG_LEVEL": "info",
+    }
+    if settings.egress_enforcement:
+        # The listeners the lock redirects to; without the lock they are not started at all.
+        ports += [
+            {"name": "transparent", "containerPort": 8082, "protocol": "TCP"},
+            {"name": "dns", "containerPort": 8053, "protocol": "UDP"},
+            {"name": "dns-tcp", "containerPort": 8053, "protocol": "TCP"},
+        ]
+        env |= {"AUTH_PROXY_TRANSPARENT_PORT": "8082", "AUTH_PROXY_DNS_PORT": "8053"}
+    assert sidecar["ports"] == ports
+    assert env_of(sidecar) == env
     for probe, path in [
         ("startupProbe", "/readyz"),
         ("readinessProbe", "/readyz"),
@@ -145,16 +187,130 @@ def test_sidecar_contract(settings: ProxySettings) -> None:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert env_of(sidecar) == {
-        "AUTH_PROXY_LISTEN_HOST": "127.0.0.1",
-        "AUTH_PROXY_LISTEN_PORT": "8080",
-        "AUTH_PROXY_HEALTH_HOST": "0.0.0.0",
-        "AUTH_PROXY_HEALTH_PORT": "8081",
-        "AUTH_PROXY_CA_DIR": "/certs",
-        "AUTH_PROXY_POLICY": "/etc/auth-proxy/policy.yaml",
-        "AUTH_PROXY_CONFDIR": "/tmp/auth-proxy",
-        "AUTH_PROXY_LOG_LEVEL": "info",
+
+
+# --- the egress lock ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings", ENFORCED_SETTINGS)
+def test_egress_lock_contract(settings: ProxySettings) -> None:
+    lock = to_dict(build_pod_spec("demo", settings=settings))["spec"]["initContainers"][0]
+    assert lock == {
+        "name": "egress-lock",
+        # The sidecar's image: it carries nft and the lock command.
+        "image": "auth-proxy:dev",
+        "imagePullPolicy": "IfNotPresent",
+        "command": [
+            "auth-proxy-lock-egress",
+            *("--sidecar-uid", "10000"),
+            *("--transparent-port", "8082"),
+            *("--dns-port", "8053"),
+        ],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def test_egress_lock_follows_the_settings() -> None:
+    settings = NATIVE.replace(
+        sidecar_image="reg.example/auth-proxy:2",
+        image_pull_policy="Always",
+        transparent_port=15001,
+        dns_port=15053,
+        egress_lock_resources=Resources("5m", "8Mi", "50m", "32Mi"),
+    )
+    pod = to_dict(build_pod_spec("demo", settings=settings))
+    lock, sidecar = pod["spec"]["initContainers"]
+    assert lock["image"] == sidecar["image"] == "reg.example/auth-proxy:2"
+    assert lock["imagePullPolicy"] == sidecar["imagePullPolicy"] == "Always"
+    assert lock["command"][1:] == ["--sidecar-uid", "10000", "--transparent-port", "15001",
+                                   "--dns-port", "15053"]  # fmt: skip
+    assert lock["resources"]["limits"] == {"cpu": "50m", "memory": "32Mi"}
+    # The sidecar listens where the lock redirects to.
+    assert env_of(sidecar)["AUTH_PROXY_TRANSPARENT_PORT"] == "15001"
+    assert env_of(sidecar)["AUTH_PROXY_DNS_PORT"] == "15053"
+    assert {(p["name"], p["containerPort"], p["protocol"]) for p in sidecar["ports"]} >= {
+        ("transparent", 15001, "TCP"),
+        ("dns", 15053, "UDP"),
+        ("dns-tcp", 15053, "TCP"),
+    }
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda s: build_pod_spec("d", env=USER_ENV, settings=s), id="on-demand"),
+        pytest.param(lambda s: build_warm_pod_spec("py", settings=s), id="warm"),
+    ],
+)
+@pytest.mark.parametrize(
+    "enforced", [NATIVE, CONTAINER], ids=["native-sidecar", "container-sidecar"]
+)
+def test_unenforced_is_the_same_pod_without_the_lock(
+    build: Callable[[ProxySettings], V1Pod], enforced: ProxySettings
+) -> None:
+    on = to_dict(build(enforced))
+    off = to_dict(build(enforced.replace(egress_enforcement=False)))
+    # Strip exactly what enforcement adds: the lock, the sidecar's two listeners, the label.
+    stripped = copy.deepcopy(on)
+    spec = stripped["spec"]
+    assert spec["initContainers"].pop(0)["name"] == "egress-lock"
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    sidecar = containers(stripped)["auth-proxy"]
+    sidecar["ports"] = [p for p in sidecar["ports"] if p["name"] in ("proxy", "health")]
+    listeners = {"AUTH_PROXY_TRANSPARENT_PORT", "AUTH_PROXY_DNS_PORT"}
+    sidecar["env"] = [e for e in sidecar["env"] if e["name"] not in listeners]
+    assert stripped["metadata"]["labels"]["sandbox.dev/egress"] == "enforced"
+    stripped["metadata"]["labels"]["sandbox.dev/egress"] = "unenforced"
+    assert stripped == off
+
+
+@pytest.mark.parametrize("settings", ALL_SETTINGS)
+def test_only_the_lock_gets_a_capability(settings: ProxySettings) -> None:
+    for name, container in containers(to_dict(build_pod_spec("d", settings=settings))).items():
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, name
+        assert context["capabilities"]["drop"] == ["ALL"], name
+        # A workload with NET_ADMIN could flush the ruleset; with SETUID, become the sidecar.
+        expected_add = ["NET_ADMIN"] if name == "egress-lock" else None
+        assert context["capabilities"].get("add") == expected_add, name
+        assert context.get("privileged") is None, name
+        assert (context["runAsUser"] == 0) == (name == "egress-lock"), name
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({}, id="native"),
+        pytest.param({"egress_enforcement": False}, id="unenforced"),
+        pytest.param({"sidecar_mode": "container"}, id="container-sidecar"),
+    ],
+)
+def test_the_workload_may_not_be_the_sidecars_uid(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError) as err:
+        ProxySettings(workload_uid=c.SIDECAR_UID, **changes)
+    text = str(err.value)
+    for fragment in ("workload_uid 10000", "SIDECAR_UID 10000", "egress lock", "Fix:"):
+        assert fragment in text, text
+
+
+def test_without_the_proxy_any_workload_uid_is_allowed() -> None:
+    settings = NO_PROXY.replace(workload_uid=c.SIDECAR_UID)
+    workload = containers(to_dict(build_pod_spec("d", settings=settings)))["workload"]
+    assert workload["securityContext"]["runAsUser"] == 10000
 
 
 @pytest.mark.parametrize("settings", PROXY_SETTINGS)
@@ -256,6 +412,11 @@ def test_labels(
         "app.kubernetes.io/component": "sandbox",
         "sandbox.dev/pool-status": status,
         "sandbox.dev/auth-proxy": "enabled" if settings.enable_auth_proxy else "disabled",
+        "sandbox.dev/egress": (
+            "enforced"
+            if settings.enable_auth_proxy and settings.egress_enforcement
+            else "unenforced"
+        ),
     }
     if pool:
         expected["sandbox.dev/pool"] = pool
@@ -300,6 +461,7 @@ def test_proxy_off_is_the_same_pod_without_the_proxy(
     if not workload["env"]:
         del workload["env"]
     stripped["metadata"]["labels"]["sandbox.dev/auth-proxy"] = "disabled"
+    stripped["metadata"]["labels"]["sandbox.dev/egress"] = "unenforced"
     assert stripped == off
     assert "auth-proxy" not in containers(off)
     assert "volumes" not in off["spec"]
@@ -476,7 +638,10 @@ def test_bad_pool_names(pool: str) -> None:
         build_warm_pod_spec(pool)
 
 
-@pytest.mark.parametrize("key", [c.LABEL_POOL_STATUS, c.LABEL_POOL, c.LABEL_MANAGED_BY])
+@pytest.mark.parametrize(
+    "key",
+    [c.LABEL_POOL_STATUS, c.LABEL_POOL, c.LABEL_MANAGED_BY, c.LABEL_AUTH_PROXY, c.LABEL_EGRESS],
+)
 def test_managed_labels_cannot_be_overridden(key: str) -> None:
     with pytest.raises(ValueError, match=key):
         build_pod_spec("d", labels={key: "x"})
@@ -522,7 +687,7 @@ def test_settings_flow_into_the_pod() -> None:
     sidecar, workload = by_name["auth-proxy"], by_name["workload"]
     assert sidecar["image"] == "registry.example/auth-proxy:1.0"
     assert workload["image"] == "registry.example/executor:1.0"
-    assert [p["containerPort"] for p in sidecar["ports"]] == [3128, 9090]
+    assert [p["containerPort"] for p in sidecar["ports"]] == [3128, 9090, 8082, 8053, 8053]
     assert sidecar["readinessProbe"]["httpGet"]["port"] == 9090
     assert env_of(sidecar)["AUTH_PROXY_LISTEN_PORT"] == "3128"
     assert env_of(sidecar)["AUTH_PROXY_LOG_LEVEL"] == "debug"
@@ -540,6 +705,24 @@ def test_settings_flow_into_the_pod() -> None:
         pytest.param({"proxy_port": 0}, "proxy_port", id="port-zero"),
         pytest.param({"health_port": 70000}, "health_port", id="port-too-big"),
         pytest.param({"health_port": 8080}, "both 8080", id="ports-clash"),
+        pytest.param({"transparent_port": 0}, "transparent_port 0", id="transparent-zero"),
+        pytest.param({"dns_port": 65536}, "dns_port 65536", id="dns-too-big"),
+        pytest.param({"dns_port": True}, "dns_port True", id="dns-bool"),
+        pytest.param({"transparent_port": "8082"}, "transparent_port '8082'", id="port-string"),
+        pytest.param(
+            {"transparent_port": 8080},
+            "proxy_port and transparent_port are both 8080",
+            id="transparent-is-proxy",
+        ),
+        pytest.param(
+            {"dns_port": 8081}, "health_port and dns_port are both 8081", id="dns-is-health"
+        ),
+        pytest.param(
+            {"dns_port": 8082},
+            "transparent_port and dns_port are both 8082",
+            id="dns-is-transparent",
+        ),
+        pytest.param({"egress_enforcement": "no"}, "egress_enforcement", id="enforcement-not-bool"),
         pytest.param({"sidecar_image": ""}, "sidecar_image", id="empty-image"),
         pytest.param({"runtime_class_name": ""}, "runtime_class_name", id="empty-runtime-class"),
         pytest.param({"workload_uid": 0}, "workload_uid", id="root-workload"),
@@ -569,3 +752,28 @@ def test_default_settings() -> None:
     assert s.sidecar_mode == "native"
     assert s.enable_auth_proxy is True
     assert s.sidecar_resources == Resources("100m", "64Mi", "250m", "128Mi")
+    assert (s.egress_enforcement, s.enforces_egress) == (True, True)
+    assert (s.transparent_port, s.dns_port) == (8082, 8053)
+    assert s.egress_lock_resources == Resources("10m", "16Mi", "100m", "64Mi")
+    assert s.workload_uid != c.SIDECAR_UID
+
+
+def test_interface_constants() -> None:
+    # Shared with the sidecar image, the lock command and the e2e tests (issue 14): exact.
+    assert (c.TRANSPARENT_PORT, c.TRANSPARENT_PORT_NAME) == (8082, "transparent")
+    assert (c.DNS_PORT, c.DNS_PORT_NAME, c.DNS_TCP_PORT_NAME) == (8053, "dns", "dns-tcp")
+    assert (c.EGRESS_INIT_CONTAINER, c.EGRESS_LOCK_COMMAND, c.EGRESS_TABLE) == (
+        "egress-lock",
+        "auth-proxy-lock-egress",
+        "auth_proxy_egress",
+    )
+    assert (c.LABEL_EGRESS, c.EGRESS_ENFORCED, c.EGRESS_UNENFORCED) == (
+        "sandbox.dev/egress",
+        "enforced",
+        "unenforced",
+    )
+    assert (c.ENV_TRANSPARENT_PORT, c.ENV_DNS_PORT) == (
+        "AUTH_PROXY_TRANSPARENT_PORT",
+        "AUTH_PROXY_DNS_PORT",
+    )
+    assert c.SIDECAR_UID == 10000

@@ -1,10 +1,15 @@
 """The pod runner's pure checks (tests/support/podspec.py), without Docker: which pod specs
-`check_pod` accepts, and what it refuses, each with the field it names."""
+`check_pod` accepts, and what it refuses, each with the field it names. Then the runner itself
+(tests/support/podrunner.py) driven by a fake `docker`: the Docker options it derives from a pod,
+and that a failed init container stops the pod before any later container is created."""
 
 from __future__ import annotations
 
+import base64
 import copy
-from collections.abc import Callable
+import itertools
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,24 @@ EXPECTED = Path(__file__).resolve().parent / "k8s_expected"
 SECRETS, CONFIG_MAPS = {"ca"}, {"policy"}
 
 Mutation = Callable[[dict], Any]
+
+
+# A regular init container like the egress lock: root, NET_ADMIN alone, its own command.
+ROOT_INIT = {
+    "name": "lock",
+    "image": "auth-proxy:dev",
+    "command": ["auth-proxy-lock-egress", "--sidecar-uid", "10000"],
+    "terminationMessagePolicy": "FallbackToLogsOnError",
+    "securityContext": {
+        "runAsUser": 0,
+        "runAsGroup": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+}
 
 
 def base_pod() -> dict:
@@ -47,6 +70,7 @@ def base_pod() -> dict:
                 {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
             ],
             "initContainers": [
+                copy.deepcopy(ROOT_INIT),
                 {
                     "name": "proxy",
                     "image": "auth-proxy:dev",
@@ -54,7 +78,7 @@ def base_pod() -> dict:
                     "ports": [{"name": "health", "containerPort": 8081, "protocol": "TCP"}],
                     "startupProbe": {"httpGet": {"path": "/readyz", "port": "health"}},
                     "volumeMounts": [{"name": "ca", "mountPath": "/certs", "readOnly": True}],
-                }
+                },
             ],
             "containers": [
                 {
@@ -107,7 +131,7 @@ def drop(path: str) -> Mutation:
     return lambda pod: at(pod, parent).pop(int(key) if key.isdigit() else key)
 
 
-INIT, CTR = "spec.initContainers.0", "spec.containers.0"
+LOCK, INIT, CTR = "spec.initContainers.0", "spec.initContainers.1", "spec.containers.0"
 
 
 # --- accepted ----------------------------------------------------------------------------------
@@ -134,6 +158,10 @@ ACCEPTED: dict[str, Mutation] = {
     ),
     "privileged-false": put(f"{CTR}.securityContext.privileged", False),
     "liveness-probe": put(f"{CTR}.livenessProbe", {"httpGet": {"port": 8080}}),
+    "root-init-alone": lambda pod: pod["spec"]["initContainers"].pop(1),
+    "cap-prefixed-name": put(f"{LOCK}.securityContext.capabilities.add", ["CAP_NET_ADMIN"]),
+    "cap-drop-named": put(f"{CTR}.securityContext.capabilities.drop", ["NET_RAW", "SETUID"]),
+    "udp-port": put(f"{INIT}.ports.0.protocol", "UDP"),
 }
 
 
@@ -223,9 +251,9 @@ REFUSED: dict[str, tuple[Mutation, str]] = {
     "env-var": (put(f"{CTR}.env.0.value", "x$(A)"), "env[0].value = 'x$(A)'"),
     "env-value-from": (put(f"{CTR}.env.0.valueFrom", {}), "env[0].valueFrom"),
     "env-from": (put(f"{CTR}.envFrom", [{"secretRef": {"name": "ca"}}]), "(workload).envFrom"),
-    "port-udp": (
-        put(f"{INIT}.ports.0.protocol", "UDP"),
-        "ports[0].protocol = 'UDP': only TCP",
+    "port-sctp": (
+        put(f"{INIT}.ports.0.protocol", "SCTP"),
+        "ports[0].protocol = 'SCTP': only TCP and UDP",
     ),
     "host-port": (put(f"{INIT}.ports.0.hostPort", 80), "ports[0].hostPort"),
     "resource-gpu": (
@@ -238,6 +266,30 @@ REFUSED: dict[str, tuple[Mutation, str]] = {
     ),
     "resource-claims": (put(f"{CTR}.resources.claims", []), "resources.claims"),
     "privileged": (put(f"{CTR}.securityContext.privileged", True), "privileged containers"),
+    "privileged-root-init": (
+        put(f"{LOCK}.securityContext.privileged", True),
+        "(lock).securityContext.privileged = True: privileged containers are not run",
+    ),
+    "cap-unknown": (
+        put(f"{LOCK}.securityContext.capabilities.add", ["NET_ADMINN"]),
+        "(lock).securityContext.capabilities.add[0] = 'NET_ADMINN': not a Linux capability",
+    ),
+    "cap-lower-case": (
+        put(f"{LOCK}.securityContext.capabilities.add", ["net_admin"]),
+        "capabilities.add[0] = 'net_admin': not a Linux capability",
+    ),
+    "cap-unknown-drop": (
+        put(f"{CTR}.securityContext.capabilities.drop", ["EVERYTHING"]),
+        "(workload).securityContext.capabilities.drop[0] = 'EVERYTHING'",
+    ),
+    "cap-add-all": (
+        put(f"{LOCK}.securityContext.capabilities.add", ["ALL"]),
+        "(lock).securityContext.capabilities.add[0] = 'ALL': every capability is not granted",
+    ),
+    "cap-add-not-a-list": (
+        put(f"{LOCK}.securityContext.capabilities.add", "NET_ADMIN"),
+        "capabilities.add = 'NET_ADMIN': expected a list",
+    ),
     "proc-mount": (put(f"{CTR}.securityContext.procMount", "Unmasked"), "procMount"),
     "capabilities-key": (put(f"{CTR}.securityContext.capabilities.keep", []), "capabilities.keep"),
     "container-seccomp": (
@@ -367,3 +419,214 @@ def test_the_runner_uses_these_checks() -> None:
     assert podrunner.check_pod is check_pod
     assert podrunner.UnsupportedPodSpec is UnsupportedPodSpec
     assert podrunner.quantity is quantity
+
+
+# --- the runner, driven by a fake docker -------------------------------------------------------
+
+
+class FakeDocker:
+    """Answers the docker commands the runner issues; records them. `wait` returns the exit code
+    given for a container; `run` of one may write its termination message file, as a process in
+    it would."""
+
+    def __init__(
+        self,
+        exit_codes: dict[str, int] | None = None,
+        logs: dict[str, str] | None = None,
+        messages: dict[str, str] | None = None,
+        hang: set[str] | None = None,
+    ):
+        self.exit_codes = exit_codes or {}
+        self.logs = logs or {}
+        self.messages = messages or {}
+        self.hang = hang or set()
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        self.calls.append(args)
+        out = ""
+        if args[:2] == ("image", "inspect"):
+            out = "sha256:0" if "{{.Id}}" in args else ""
+        elif args[0] == "run":
+            self._run(args)
+        elif args[0] == "inspect" and "{{.State.Pid}} {{.Id}}" in args:
+            out = "4242 infra-id"
+        elif args[0] == "inspect":
+            out = "0 0"
+        elif args[0] == "wait":
+            if self.short(args[1]) in self.hang:
+                raise subprocess.TimeoutExpired(["docker", *args], timeout or 0)
+            out = f"{self.exit_codes.get(self.short(args[1]), 0)}\n"
+        elif args[0] == "logs":
+            out = self.logs.get(self.short(args[-1]), "")
+        return subprocess.CompletedProcess(["docker", *args], 0, out, "")
+
+    @staticmethod
+    def short(docker_name: str) -> str:
+        return docker_name.removeprefix("t-")
+
+    def _run(self, args: tuple[str, ...]) -> None:
+        name = self.short(args[args.index("--name") + 1])
+        if name not in self.messages:
+            return
+        mounts = [args[i + 1] for i, a in enumerate(args) if a == "--mount"]
+        [term] = [m for m in mounts if m.endswith("target=/dev/termination-log")]
+        source = dict(part.split("=", 1) for part in term.split(",") if "=" in part)["source"]
+        Path(source).write_text(self.messages[name])
+
+    def runs(self) -> list[str]:
+        """The containers created, in order (infra first)."""
+        return [self.short(a[a.index("--name") + 1]) for a in self.calls if a[0] == "run"]
+
+    def run_args(self, name: str) -> tuple[str, ...]:
+        [args] = [
+            a for a in self.calls if a[0] == "run" and a[a.index("--name") + 1] == f"t-{name}"
+        ]
+        return args
+
+
+def project_pod(**changes: Any) -> dict:
+    from kubernetes.client import ApiClient
+
+    from k8s.pods import build_pod_spec
+    from k8s.settings import DEFAULT_SETTINGS
+
+    pod = build_pod_spec("demo", settings=DEFAULT_SETTINGS.replace(**changes))
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+SECRET = {
+    "metadata": {"name": c.CA_SECRET_NAME},
+    "data": {"tls.crt": base64.b64encode(b"cert").decode(), "tls.key": "a2V5"},
+}
+CONFIG_MAP = {"metadata": {"name": c.POLICY_CONFIGMAP_NAME}, "data": {"policy.yaml": "v"}}
+
+
+@pytest.fixture
+def runner_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[FakeDocker], podrunner.PodRunner]]:
+    # Volume folders are chowned to the pod's fsGroup; that needs root, which a unit test may
+    # not have, and is not what these tests are about.
+    monkeypatch.setattr(podrunner.os, "chown", lambda *a, **k: None)
+    made: list[podrunner.PodRunner] = []
+
+    def make(docker: FakeDocker) -> podrunner.PodRunner:
+        runner = podrunner.PodRunner(
+            docker, tmp_path / f"pod{len(made)}", name_prefix="t", secrets=[SECRET],
+            config_maps=[CONFIG_MAP], pause_image="pause", log=lambda _: None,
+        )  # fmt: skip
+        # No real pod namespace: every probe passes, nothing listens.
+        monkeypatch.setattr(runner, "probe_once", lambda probe: (200, "ok"))
+        monkeypatch.setattr(runner, "_listening", lambda protocol: set())
+        made.append(runner)
+        return runner
+
+    yield make
+    for runner in made:
+        runner.stop()
+
+
+def test_the_lock_runs_first_as_root_with_net_admin_alone(runner_for: Any) -> None:
+    docker = FakeDocker()
+    runner = runner_for(docker)
+    runner.start(project_pod())
+    assert docker.runs() == ["infra", "egress-lock", "auth-proxy", "workload"]
+    # Waited for, to exit 0, after it was created and before the sidecar was.
+    index = docker.calls.index
+    assert (
+        index(docker.run_args("egress-lock"))
+        < index(("wait", "t-egress-lock"))
+        < index(docker.run_args("auth-proxy"))
+    )
+    args = docker.run_args("egress-lock")
+    text = " ".join(args)
+    assert "--network container:t-infra" in text and "--ipc container:t-infra" in text
+    assert "--user 0:0" in text and "--restart no" in text and "--read-only" in text
+    assert "no-new-privileges" in text
+    caps = [(a, b) for a, b in itertools.pairwise(args) if a.startswith("--cap-")]
+    assert caps == [("--cap-drop", "ALL"), ("--cap-add", "NET_ADMIN")]
+    assert "--privileged" not in args
+    # The command replaces the image's entrypoint, arguments and all.
+    at = args.index("--entrypoint")
+    assert args[at:] == (
+        "--entrypoint", "auth-proxy-lock-egress", "auth-proxy:dev",
+        "--sidecar-uid", "10000", "--transparent-port", "8082", "--dns-port", "8053",
+    )  # fmt: skip
+    for name in ("auth-proxy", "workload"):
+        other = docker.run_args(name)
+        assert "--cap-add" not in other and ("--cap-drop", "ALL") in itertools.pairwise(other)
+        assert "--user 0:" not in " ".join(other)
+    assert runner.containers["egress-lock"].exit_code == 0
+    assert "init container egress-lock completed (exit 0)" in runner.events
+
+
+@pytest.mark.parametrize(
+    ("make_docker", "needles"),
+    [
+        pytest.param(
+            lambda: FakeDocker(
+                {"egress-lock": 1}, logs={"egress-lock": "start\nerror: no nft binary\n"}
+            ),
+            ["exited 1", "termination message (FallbackToLogsOnError): start\nerror: no nft"],
+            id="fallback-to-logs",
+        ),
+        pytest.param(
+            lambda: FakeDocker(
+                {"egress-lock": 3},
+                logs={"egress-lock": "noise\n"},
+                messages={"egress-lock": "kernel lacks nf_tables"},
+            ),
+            ["exited 3", "termination message (FallbackToLogsOnError): kernel lacks nf_tables"],
+            id="message-file",
+        ),
+        pytest.param(
+            lambda: FakeDocker({"egress-lock": 137}, logs={"egress-lock": "killed\n"}),
+            ["exited 137", "killed"],
+            id="killed",
+        ),
+        pytest.param(
+            lambda: FakeDocker(hang={"egress-lock"}, logs={"egress-lock": "still waiting\n"}),
+            ["did not exit within 300 s", "last log lines:\nstill waiting"],
+            id="never-exits",
+        ),
+    ],
+)
+def test_a_failed_init_container_stops_the_pod_before_anything_else(
+    runner_for: Any, make_docker: Callable[[], FakeDocker], needles: list[str]
+) -> None:
+    docker = make_docker()
+    runner = runner_for(docker)
+    with pytest.raises(podrunner.PodFailed) as err:
+        runner.start(project_pod())
+    message = str(err.value)
+    assert message.startswith("init container egress-lock ")
+    assert "no later container was created" in message
+    for needle in needles:
+        assert needle in message, message
+    # Neither the sidecar nor the workload was ever created.
+    assert docker.runs() == ["infra", "egress-lock"]
+    runner.stop()
+    removed = {a[-1] for a in docker.calls if a[:2] == ("rm", "-f")}
+    assert removed == {"t-infra", "t-egress-lock"}
+
+
+def test_file_policy_reports_the_file_and_the_logs(runner_for: Any) -> None:
+    pod = project_pod()
+    pod["spec"]["initContainers"][0]["terminationMessagePolicy"] = "File"
+    docker = FakeDocker({"egress-lock": 2}, logs={"egress-lock": "a log line\n"})
+    with pytest.raises(podrunner.PodFailed) as err:
+        runner_for(docker).start(pod)
+    message = str(err.value)
+    assert "termination message (File): (empty)" in message
+    assert "last log lines:\na log line" in message
+
+
+def test_an_unenforced_pod_has_no_lock_to_wait_for(runner_for: Any) -> None:
+    docker = FakeDocker()
+    runner_for(docker).start(project_pod(egress_enforcement=False))
+    assert docker.runs() == ["infra", "auth-proxy", "workload"]
+    assert not [a for a in docker.calls if a[0] == "wait"]
+    assert not [a for a in docker.calls if "--cap-add" in a]

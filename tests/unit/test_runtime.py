@@ -54,6 +54,8 @@ def test_runtime_loads_the_sidecar_addon_set() -> None:
         "CaCheck",
         "PolicySource",
         "Allowlist",
+        "TransparentDestinations",
+        "DnsAnswers",
         "SniBinding",
         "Approvals",
         "ConnectionLimits",
