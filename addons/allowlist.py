@@ -29,6 +29,7 @@ from addons import (
     health,
     limits,
     log_scrub,
+    policy_rules,
     protocol_gate,
     request_hygiene,
     request_log,
@@ -39,7 +40,7 @@ from addons import (
 )
 from addons import upstream_errors as upstream
 from addons.approvals import Approvals
-from addons.core import reasons
+from addons.core import messages, reasons
 from addons.core.decide import Decision, Facts, Stage, decide
 from addons.dns_answers import DnsAnswers
 from addons.patches import connection_close, head_limits
@@ -55,15 +56,27 @@ BYPASS_OPTIONS = ("ignore_hosts", "allow_hosts", "tcp_hosts", "udp_hosts")
 SUPPORTED_MODES = (mode_specs.RegularMode, mode_specs.TransparentMode)
 
 
-def refuse(flow: http.HTTPFlow, reason: str, host: str, port: int) -> None:
-    """Answer a request with the proxy's refusal for `reason`; nothing is forwarded."""
+def refuse(
+    flow: http.HTTPFlow,
+    reason: str,
+    host: str,
+    port: int,
+    rule: str | None = None,
+    allowed: tuple[str, ...] = (),
+) -> None:
+    """Answer a request with the proxy's refusal for `reason`; nothing is forwarded. The body
+    says what to do (addons.core.messages), as JSON when the client accepts it."""
     flow.metadata[limits.DENIED] = reason
+    request = flow.request
+    method, path = messages.request_line(reason, request.data.method, request.data.path)
+    denial = messages.Denial(reason, host, port, method, path, rule, allowed)
+    as_json = messages.wants_json(",".join(request.headers.get_all("accept")))
     flow.response = http.Response.make(
         reasons.status_of(reason),
-        f"auth-proxy: {flows.printable(host)}:{port} denied: {reason}\n",
+        denial.json() if as_json else denial.text(),
         {
             "X-Proxy-Error": reason,
-            "Content-Type": "text/plain; charset=utf-8",
+            "Content-Type": "application/json" if as_json else "text/plain; charset=utf-8",
             "Connection": "close",
         },
     )
@@ -161,21 +174,51 @@ class Allowlist:
         return self._connections.is_over_cap(flow.client_conn.id)
 
     def _record(self, flow: http.HTTPFlow, decision: Decision, host: str, port: int) -> None:
-        self.record_connection(flow.client_conn, decision, host, port)
+        request = flow.request
+        # The method and path (never the query) let `suggest` rebuild rules from the log.
+        method, path = messages.request_line(
+            decision.reason, request.data.method, request.data.path
+        )
+        self.record_connection(flow.client_conn, decision, host, port, method, path)
 
-    def record_connection(self, client, decision: Decision, host: str, port: int) -> None:
+    def record_connection(
+        self,
+        client,
+        decision: Decision,
+        host: str,
+        port: int,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.metrics.count(decision)
         events.emit(
             "decision",
             allow=decision.allow,
             reason=decision.reason,
+            would_deny=decision.would_deny,
             host=flows.printable(host),
             port=port,
+            method=method,
+            path=path,
             sni=flows.printable(client.sni) if client.sni else None,
             client=flows.client_label(client),
             rule=decision.rule,
             **transparent.log_fields(client),
         )
+
+    def _refuse(self, flow: http.HTTPFlow, decision: Decision, host: str, port: int) -> None:
+        refuse(flow, decision.reason, host, port, decision.rule, self._allowed(decision, host))
+
+    def _allowed(self, decision: Decision, host: str) -> tuple[str, ...]:
+        """What the policy does allow, for a refusal to say: the host's rules, or the ports."""
+        current = self._policies.current
+        if current is None:
+            return ()
+        if decision.reason == reasons.BLOCKED_BY_RULE.name:
+            return tuple(rule.describe() for rule in policy_rules.rules_for(current, host))
+        if decision.reason == reasons.BLOCKED_PORT.name:
+            return tuple(str(port) for port in sorted(current.ports))
+        return ()
 
     # -- hooks: CONNECT and requests -------------------------------------------------------
 
@@ -194,7 +237,7 @@ class Allowlist:
             decision, approval = await self.decide_resolving(facts)
             self._record(flow, decision, host, port)
             if approval is None:
-                refuse(flow, decision.reason, host, port)
+                self._refuse(flow, decision, host, port)
                 return
             self._approvals.approve(flow.client_conn.id, approval, tunnel=True)
         except Exception:
@@ -219,10 +262,12 @@ class Allowlist:
                 host, port = named
             facts = self._request_facts(flow, host, port, in_tunnel=tunnel is not None)
             decision, approval = await self.decide_resolving(facts)
-            if tunnel is None or not decision.allow:
+            # Inside a tunnel the CONNECT's line stands for its requests, except those denied or
+            # (report mode) that the policy would deny.
+            if tunnel is None or not decision.allow or decision.would_deny:
                 self._record(flow, decision, host, port)
             if not decision.allow:
-                refuse(flow, decision.reason, host, port)
+                self._refuse(flow, decision, host, port)
                 return
             if approval is not None:
                 self._approvals.approve(flow.client_conn.id, approval)

@@ -241,6 +241,7 @@ class DnsAnswers:
             protocol="dns",
             allow=decision.allow,
             reason=decision.reason,
+            would_deny=decision.would_deny,
             host=flows.printable(question.name) if question else None,
             qtype=type_name(question.type) if question else None,
             client=client,

@@ -65,9 +65,13 @@ class DecisionMetrics:
     count into one of these."""
 
     decisions: Counter[tuple[bool, str]] = field(default_factory=Counter)
+    # Report mode: let through, but the policy would have denied it for this reason.
+    would_deny: Counter[str] = field(default_factory=Counter)
 
     def count(self, decision: Decision) -> None:
         self.decisions[(decision.allow, decision.reason)] += 1
+        if decision.would_deny:
+            self.would_deny[decision.would_deny] += 1
 
     def render(self) -> str:
         lines = [
@@ -79,4 +83,11 @@ class DecisionMetrics:
             lines.append(
                 f'auth_proxy_decisions_total{{result="{result}",reason="{reason}"}} {count}'
             )
+        lines += [
+            "# HELP auth_proxy_report_would_deny_total Decisions report mode let through that "
+            "the policy would deny, by reason.",
+            "# TYPE auth_proxy_report_would_deny_total counter",
+        ]
+        for reason, count in sorted(self.would_deny.items()):
+            lines.append(f'auth_proxy_report_would_deny_total{{reason="{reason}"}} {count}')
         return "\n".join(lines) + "\n"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from addons import public_suffixes
 from addons.core import reasons
 from addons.core.decision import Decision
 from addons.policy_file import (
@@ -26,17 +27,35 @@ from addons.policy_file import (
 
 VERSION = "v1"
 DEFAULT_PORTS: tuple[int, ...] = (443, 80)
-KNOWN_KEYS = ("version", "allowed_domains", "allowed_ports", "allow_ranges")
+KNOWN_KEYS = (
+    "version",
+    "mode",
+    "allowed_domains",
+    "denied_domains",
+    "allowed_ports",
+    "allow_ranges",
+    "rules",
+)
+ENFORCE, REPORT = "enforce", "report"
+MODES = (ENFORCE, REPORT)
 
 # Decision reasons, named here for the modules that import them from this one; addons.core.reasons
 # spells them.
 ALLOWED = reasons.ALLOWED.name
 BLOCKED_BY_ALLOWLIST = reasons.BLOCKED_BY_ALLOWLIST.name
 BLOCKED_PORT = reasons.BLOCKED_PORT.name
+BLOCKED_BY_DENYLIST = reasons.BLOCKED_BY_DENYLIST.name
 BLOCKED_ADDRESS = reasons.BLOCKED_ADDRESS.name
 HOST_MISMATCH = reasons.HOST_MISMATCH.name
 POLICY_ERROR = reasons.POLICY_ERROR.name
-DENY_REASONS = (BLOCKED_BY_ALLOWLIST, BLOCKED_PORT, BLOCKED_ADDRESS, HOST_MISMATCH, POLICY_ERROR)
+DENY_REASONS = (
+    BLOCKED_BY_ALLOWLIST,
+    BLOCKED_BY_DENYLIST,
+    BLOCKED_PORT,
+    BLOCKED_ADDRESS,
+    HOST_MISMATCH,
+    POLICY_ERROR,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,6 +76,24 @@ class Policy:
     addresses: frozenset[IPAddress] = frozenset()
     ports: frozenset[int] = frozenset(DEFAULT_PORTS)
     allow_ranges: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    # denied_domains, compiled like the allowed ones; a match wins over any allow entry.
+    denied: frozenset[str] = frozenset()
+    denied_wildcard_suffixes: frozenset[str] = frozenset()
+    denied_addresses: frozenset[IPAddress] = frozenset()
+    # `rules` (addons.policy_rules.HostRule): per host, the methods and paths allowed; indexed by
+    # their host pattern ("github.com", "*.example.com") so a request finds its rules at once.
+    rules: tuple[Any, ...] = ()
+    rules_by_host: Mapping[str, tuple[Any, ...]] = field(
+        default_factory=dict, compare=False, hash=False
+    )
+    mode: str = ENFORCE
+    # Loaded, but worth a look (a wildcard over a private public suffix): logged and in /readyz.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def reporting(self) -> bool:
+        """Report mode: what the names, ports and rules would deny is let through and logged."""
+        return self.mode == REPORT
 
     @property
     def entry_count(self) -> int:
@@ -117,19 +154,19 @@ def normalize_host(host: str) -> str:
     return name
 
 
-def _entry_error(source: str, index: int, entry: object, problem: str, fix: str) -> PolicyError:
-    return PolicyError(
-        f"{source}: allowed_domains[{index}] {excerpt(entry)}: {problem}. Fix: {fix}"
-    )
+def entry_error(
+    source: str, key: str, index: int, entry: object, problem: str, fix: str
+) -> PolicyError:
+    return PolicyError(f"{source}: {key}[{index}] {excerpt(entry)}: {problem}. Fix: {fix}")
 
 
-def _compile_domain(
-    source: str, index: int, entry: object
+def compile_domain(
+    source: str, index: int, entry: object, key: str = "allowed_domains"
 ) -> tuple[str, str] | tuple[str, IPAddress]:
-    """("exact"|"wildcard", name) or ("address", ip) for one allowed_domains entry."""
+    """("exact"|"wildcard", name) or ("address", ip) for one allowed_domains-style entry."""
     if not isinstance(entry, str):
-        raise _entry_error(
-            source, index, entry, "is not a string", "write the host name as a string"
+        raise entry_error(
+            source, key, index, entry, "is not a string", "write the host name as a string"
         )
     address = parse_ip(entry)
     if address is not None:
@@ -139,8 +176,9 @@ def _compile_domain(
     if text.startswith("*."):
         kind, text = "wildcard", text[2:]
     if "*" in text:
-        raise _entry_error(
+        raise entry_error(
             source,
+            key,
             index,
             entry,
             "'*' is allowed only as the whole first label",
@@ -149,18 +187,35 @@ def _compile_domain(
     try:
         name = normalize_host(text)
     except InvalidHost as e:
-        raise _entry_error(
-            source, index, entry, str(e), "give a host name such as api.example.com"
+        raise entry_error(
+            source, key, index, entry, str(e), "give a host name such as api.example.com"
         ) from None
     if kind == "wildcard" and "." not in name:
-        raise _entry_error(
+        raise entry_error(
             source,
+            key,
             index,
             entry,
             "a wildcard over a top-level domain allows too much",
             'name at least two labels after "*.", e.g. "*.example.com"',
         )
+    if kind == "wildcard" and key != "denied_domains":
+        # A deny entry over a public suffix only narrows access; an allow or a rule widens it.
+        problem = public_suffixes.wildcard_problem(name)
+        if problem is not None and problem[0] == "error":
+            raise PolicyError(f"{source}: {key}[{index}] {excerpt(entry)}: {problem[1]}")
     return kind, name
+
+
+def suffix_warnings(wildcards: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """A load warning for each (where, suffix) wildcard over a PRIVATE-section public suffix
+    (compile_domain has already refused those over an ICANN one)."""
+    found: list[str] = []
+    for where, suffix in wildcards:
+        problem = public_suffixes.wildcard_problem(suffix)
+        if problem is not None and problem[0] == "warning":
+            found.append(f"{where}: {problem[1]}")
+    return tuple(found)
 
 
 def _as_list(source: str, data: Mapping[str, Any], key: str) -> list[Any]:
@@ -235,8 +290,36 @@ def _check_keys(source: str, data: Mapping[str, Any]) -> None:
         )
 
 
+def _compile_domains(
+    source: str, key: str, entries: Iterable[object]
+) -> tuple[frozenset[str], frozenset[str], frozenset[IPAddress]]:
+    """(exact names, wildcard suffixes, addresses) of an allowed_domains-style list."""
+    exact: set[str] = set()
+    wildcard: set[str] = set()
+    addresses: set[IPAddress] = set()
+    for index, entry in enumerate(entries):
+        kind, value = compile_domain(source, index, entry, key)
+        if isinstance(value, str):
+            (wildcard if kind == "wildcard" else exact).add(value)
+        else:
+            addresses.add(value)
+    return frozenset(exact), frozenset(wildcard), frozenset(addresses)
+
+
+def _compile_mode(source: str, data: Mapping[str, Any]) -> str:
+    mode = data.get("mode", ENFORCE)
+    if mode not in MODES:
+        raise PolicyError(
+            f"{source}: mode {excerpt(mode)} is unknown. Fix: use 'enforce' (the default) or "
+            "'report' (let through and log what would be denied)"
+        )
+    return str(mode)
+
+
 def compile_policy(data: object, source: str, extra_domains: Iterable[str] = ()) -> Policy:
     """Validate a parsed policy document completely and compile it. Raises PolicyError."""
+    from addons import policy_rules  # it matches names with this module's functions
+
     if not isinstance(data, Mapping):
         raise PolicyError(
             f"{source}: the policy must be a YAML mapping with 'version: {VERSION}', "
@@ -244,27 +327,34 @@ def compile_policy(data: object, source: str, extra_domains: Iterable[str] = ())
         )
     _check_keys(source, data)
     entries = [*_as_list(source, data, "allowed_domains"), *extra_domains]
-    exact, wildcard, addresses = set(), set(), set()
-    for index, entry in enumerate(entries):
-        kind, value = _compile_domain(source, index, entry)
-        if kind == "address":
-            addresses.add(value)
-        elif kind == "wildcard":
-            wildcard.add(value)
-        else:
-            exact.add(value)
+    exact, wildcard, addresses = _compile_domains(source, "allowed_domains", entries)
+    denied = _compile_domains(source, "denied_domains", _as_list(source, data, "denied_domains"))
     ports = (
         _compile_ports(source, _as_list(source, data, "allowed_ports"))
         if "allowed_ports" in data
         else frozenset(DEFAULT_PORTS)
     )
-    return Policy(
+    compiled = Policy(
         source=source,
-        exact=frozenset(exact),  # type: ignore[arg-type]
-        wildcard_suffixes=frozenset(wildcard),  # type: ignore[arg-type]
-        addresses=frozenset(addresses),  # type: ignore[arg-type]
+        exact=exact,
+        wildcard_suffixes=wildcard,
+        addresses=addresses,
         ports=ports,
         allow_ranges=_compile_ranges(source, _as_list(source, data, "allow_ranges")),
+        denied=denied[0],
+        denied_wildcard_suffixes=denied[1],
+        denied_addresses=denied[2],
+        mode=_compile_mode(source, data),
+    )
+    rules = policy_rules.compile_rules(compiled, _as_list(source, data, "rules"))
+    warnings = suffix_warnings(
+        [
+            *(("allowed_domains", suffix) for suffix in sorted(wildcard)),
+            *((rule.label, rule.host[2:]) for rule in rules if rule.host.startswith("*.")),
+        ]
+    )
+    return replace(
+        compiled, rules=rules, rules_by_host=policy_rules.index(rules), warnings=warnings
     )
 
 
@@ -291,14 +381,15 @@ def policy_from_domains(domains: Iterable[str], source: str = "allowed_domains o
     return compile_policy({"version": VERSION}, source, domains)
 
 
-def _match_name(policy: Policy, name: str) -> str | None:
-    if name in policy.exact:
+def match_name(exact: frozenset[str], wildcard_suffixes: frozenset[str], name: str) -> str | None:
+    """The entry (a name, or "*.suffix") of these that admits a normalized `name`, or None."""
+    if name in exact:
         return name
     # Walk the parent suffixes: a.b.example.com checks b.example.com, then example.com, then com.
     dot = name.find(".")
     while dot != -1:
         suffix = name[dot + 1 :]
-        if suffix in policy.wildcard_suffixes:
+        if suffix in wildcard_suffixes:
             return f"*.{suffix}"
         dot = name.find(".", dot + 1)
     return None
@@ -309,15 +400,33 @@ def match_rule(policy: Policy, host: str) -> str | None:
     address = parse_ip(host)
     if address is not None:
         return str(address) if address in policy.addresses else None
-    return _match_name(policy, normalize_host(host))
+    return match_name(policy.exact, policy.wildcard_suffixes, normalize_host(host))
+
+
+def match_denied(policy: Policy, host: str) -> str | None:
+    """The denied_domains entry that matches `host`, or None. Raises InvalidHost."""
+    address = parse_ip(host)
+    if address is not None:
+        return str(address) if address in policy.denied_addresses else None
+    return match_name(policy.denied, policy.denied_wildcard_suffixes, normalize_host(host))
 
 
 def decide(policy: Policy, host: str, port: int) -> Decision:
-    """Decide on a destination by name and port (addresses are checked once resolved)."""
+    """Decide on a destination by name and port (addresses are checked once resolved). The deny
+    list comes first: a match there wins over any allow entry."""
+    address = parse_ip(host)
     try:
-        rule = match_rule(policy, host)
+        name = normalize_host(host) if address is None else ""
     except InvalidHost:
         return Decision(False, BLOCKED_BY_ALLOWLIST)
+    if address is not None:
+        denied = str(address) if address in policy.denied_addresses else None
+        rule = str(address) if address in policy.addresses else None
+    else:
+        denied = match_name(policy.denied, policy.denied_wildcard_suffixes, name)
+        rule = match_name(policy.exact, policy.wildcard_suffixes, name)
+    if denied is not None:
+        return Decision(False, BLOCKED_BY_DENYLIST, denied)
     if rule is None:
         return Decision(False, BLOCKED_BY_ALLOWLIST)
     if port not in policy.ports:

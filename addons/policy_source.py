@@ -13,13 +13,27 @@ from collections.abc import Callable, Sequence
 
 from mitmproxy import ctx, exceptions
 
-from addons import events, policy
+from addons import events, policy, public_suffixes
 from addons.policy import Policy, PolicyError
 from addons.reloader import PolicyWatcher
 
 logger = logging.getLogger(__name__)
 
 NAME = "policysource"
+REPORT_WARNING = (
+    "REPORT MODE: the policy denies nothing it would deny by name, port or rules; "
+    "see would_deny in the logs"
+)
+
+
+def announce(current: Policy | None) -> None:
+    """Say loudly, at start-up and on every reload, what an operator must not miss."""
+    if current is None:
+        return
+    if current.reporting:
+        logger.warning(f"policy {current.source}: {REPORT_WARNING}")
+    for warning in current.warnings:
+        logger.warning(f"policy {current.source}: {warning}")
 
 
 class PolicySource:
@@ -64,6 +78,7 @@ class PolicySource:
             except PolicyError as e:
                 raise exceptions.OptionsError(str(e)) from None
             self.reload_error = None
+            announce(self.current)
             if self._watcher is not None:
                 self._restart_watcher()
 
@@ -108,6 +123,7 @@ class PolicySource:
             return
         self.current, self.reload_error = new, None
         self.reloads += 1
+        announce(new)
         for on_change in self._listeners:
             on_change()
         events.emit(
@@ -115,6 +131,7 @@ class PolicySource:
             ok=True,
             source=new.source if new else None,
             entries=new.entry_count if new else 0,
+            mode=new.mode if new else None,
         )
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -123,7 +140,14 @@ class PolicySource:
             "policy": current.source if current else None,
             "entries": current.entry_count if current else 0,
             "last_reload_error": self.reload_error,
+            "mode": current.mode if current else None,
+            "warnings": list(current.warnings) if current else [],
+            # The Public Suffix List the wildcard guard used (bundled; never downloaded).
+            "public_suffix_list": public_suffixes.list_date(),
         }
+        if current is not None and current.reporting:
+            # Still ready: report mode is a choice, not a fault; but nobody reading this misses it.
+            detail["warning"] = REPORT_WARNING
         if current is None:
             detail["error"] = (
                 "no policy loaded: every request is denied. "

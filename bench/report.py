@@ -312,6 +312,14 @@ def _target_checks(values: dict, micro: dict) -> list[dict]:
             1.5,
             "x",
         ),
+        (
+            15,
+            "decision cost +1,000 rules +1,000 denied / 10 entries <= 1.5",
+            micro.get("rules_ratio_1k_over_10"),
+            "<=",
+            1.5,
+            "x",
+        ),
     ]
     checks += [
         (
@@ -452,6 +460,8 @@ def markdown(summary: dict, meta: dict) -> str:
         f"with 10 entries and {micro['decide_ns_10k'] / 1000:.1f} us with 10,000 "
         f"(ratio {micro['decide_ratio_10k_over_10']:.2f}).",
     ]
+    if micro.get("rules_ratio_1k_over_10") is not None:
+        lines[-1] += " " + _rules_micro(micro)
     if meta.get("egress", True):
         lines += ["", *egress_markdown(summary)]
     lines += ["", "| target | issue | measured | met |", "|---|---|---|---|"]
@@ -461,6 +471,17 @@ def markdown(summary: dict, meta: dict) -> str:
         met = {True: "yes", False: "**no**", None: "-"}[check["met"]]
         lines.append(f"| {check['target']} | {check.get('issue', 6)} | {shown} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _rules_micro(micro: dict) -> str:
+    """Issue 15's sentence: whole decisions (`addons.core.decide`) with rules and a deny list."""
+    return (
+        "A whole decision (`addons.core.decide`) with 10 entries against the same plus 1,000 "
+        f"rules and 1,000 deny entries: CONNECT {micro['rules_connect_ns_10'] / 1000:.1f} us vs "
+        f"{micro['rules_connect_ns_1k'] / 1000:.1f} us ({micro['rules_connect_ratio']:.2f}x), "
+        f"request {micro['rules_request_ns_10'] / 1000:.1f} us vs "
+        f"{micro['rules_request_ns_1k'] / 1000:.1f} us ({micro['rules_request_ratio']:.2f}x)."
+    )
 
 
 def egress_markdown(summary: dict) -> list[str]:

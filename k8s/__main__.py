@@ -23,6 +23,7 @@ from kubernetes.client import ApiClient
 
 from addons.policy import PolicyError
 from addons.policy_file import read_policy_text
+from addons.policy_tool import check_text
 from k8s import constants as c
 from k8s.manifests import (
     ManifestError,
@@ -125,14 +126,18 @@ def cmd_policy(args: argparse.Namespace) -> list[Any]:
             "(for a deny-all policy, write 'version: v1' with no entries into a file)"
         )
     if args.from_file is None:
-        return [build_policy_configmap(policy_text_from_domains(args.allow), args.name, "--allow")]
-    path = Path(args.from_file)
-    # The proxy's own reader: a regular file within the size cap, never a FIFO or device.
-    text = read_policy_text(path)
-    source = str(path)
-    if args.allow:
-        text = merge_policy_text(text, args.allow, source)
-        source = f"{path} with --allow"
+        text, source = policy_text_from_domains(args.allow), "--allow"
+    else:
+        path = Path(args.from_file)
+        # The proxy's own reader: a regular file within the size cap, never a FIFO or device.
+        text = read_policy_text(path)
+        source = str(path)
+        if args.allow:
+            text = merge_policy_text(text, args.allow, source)
+            source = f"{path} with --allow"
+    # `auth-proxy-policy check`: the proxy's loader; its warnings go to stderr, not the YAML.
+    for warning in check_text(text, source).warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return [build_policy_configmap(text, args.name, source)]
 
 

@@ -9,11 +9,12 @@ filled, re-checks an earlier approval under a reloaded policy.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from addons import policy as rules
+from addons import policy_rules
 from addons.addresses import any_forbidden, embedded_ipv4
-from addons.core import reasons
+from addons.core import paths, reasons
 from addons.core.authority import binding_holds
 from addons.core.decision import Decision
 from addons.core.limits import shape_refusal
@@ -59,6 +60,15 @@ def _deny(reason: reasons.Reason, rule: str | None = None) -> Decision:
 
 
 _ALLOWED = Decision(True, reasons.ALLOWED.name)
+RELAXED_IN_REPORT = frozenset(
+    r.name
+    for r in (
+        reasons.BLOCKED_BY_ALLOWLIST,
+        reasons.BLOCKED_BY_DENYLIST,
+        reasons.BLOCKED_PORT,
+        reasons.BLOCKED_BY_RULE,
+    )
+)
 
 
 def decide(facts: Facts, policy: Policy | None) -> Decision:
@@ -77,20 +87,53 @@ def decide(facts: Facts, policy: Policy | None) -> Decision:
     return _request(facts, policy)
 
 
+def _reported(policy: Policy, decision: Decision) -> Decision:
+    """Report mode lets through what the names, ports and rules deny, saying so; never the
+    address block, the Host/SNI binding, request limits or policy errors."""
+    if decision.allow or not policy.reporting or decision.reason not in RELAXED_IN_REPORT:
+        return decision
+    return Decision(True, reasons.ALLOWED.name, decision.rule, would_deny=decision.reason)
+
+
+def _by_name(facts: Facts, policy: Policy) -> Decision:
+    return _reported(policy, rules.decide(policy, facts.host, facts.port))
+
+
 def _destination(facts: Facts, policy: Policy | None) -> Decision:
     """A destination the proxy will connect to: by name and port, then by every address."""
     if policy is None:
         return _deny(reasons.BLOCKED_BY_ALLOWLIST)
-    by_name = rules.decide(policy, facts.host, facts.port)
+    by_name = _by_name(facts, policy)
     if not by_name.allow:
         return by_name
     if facts.resolve_failed or facts.addresses == ():
         return _deny(reasons.UPSTREAM_UNRESOLVABLE, by_name.rule)
     if facts.addresses is None:
-        return Decision(True, by_name.reason, by_name.rule, needs_addresses=True)
+        # Built, not dataclasses.replace()d: this is every CONNECT's path, and replace costs more
+        # than the rest of the decision.
+        return Decision(True, by_name.reason, by_name.rule, True, by_name.would_deny)
     if any_forbidden(facts.addresses, policy.allow_ranges):
         return _deny(reasons.BLOCKED_ADDRESS, by_name.rule)
     return by_name
+
+
+def _with_rules(facts: Facts, policy: Policy, decision: Decision) -> Decision:
+    """A host that `rules` name is held to them: the request's method and normalized path must
+    match one (a path that could be read two ways matches none)."""
+    applicable = policy_rules.rules_for(policy, facts.host)
+    if not applicable:
+        return decision
+    method = facts.method.decode("latin-1")
+    target = paths.request_path(facts.target)
+    path = paths.normalize(target) if target is not None else None
+    for rule in applicable:
+        if rule.admits(method, path):
+            label = f"{decision.rule} {rule.label}" if decision.rule else rule.label
+            return replace(decision, rule=label)
+    labels = ",".join(rule.label for rule in applicable)
+    if policy.reporting:
+        return replace(decision, would_deny=decision.would_deny or reasons.BLOCKED_BY_RULE.name)
+    return _deny(reasons.BLOCKED_BY_RULE, labels)
 
 
 def _request(facts: Facts, policy: Policy | None) -> Decision:
@@ -109,7 +152,10 @@ def _request(facts: Facts, policy: Policy | None) -> Decision:
         return _deny(reasons.BLOCKED_BY_ALLOWLIST)
     if not binding_holds(facts.fields, facts.authority, facts.host, facts.port):
         return _deny(reasons.HOST_MISMATCH)
-    return _destination(facts, policy)
+    destination = _destination(facts, policy)
+    if not destination.allow or policy is None:
+        return destination
+    return _with_rules(facts, policy, destination)
 
 
 def _in_tunnel(facts: Facts, policy: Policy | None) -> Decision:
@@ -120,7 +166,10 @@ def _in_tunnel(facts: Facts, policy: Policy | None) -> Decision:
         return _deny(reasons.HOST_MISMATCH)
     if policy is None:
         return _deny(reasons.BLOCKED_BY_ALLOWLIST)
-    return rules.decide(policy, facts.host, facts.port)
+    by_name = _by_name(facts, policy)
+    if not by_name.allow:
+        return by_name
+    return _with_rules(facts, policy, by_name)
 
 
 def _loops(address: IPAddress | None) -> bool:

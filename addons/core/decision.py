@@ -13,3 +13,5 @@ class Decision:
     rule: str | None = None  # the policy entry that matched
     # Allowed so far: resolve the host and decide again with its addresses as facts.
     needs_addresses: bool = False
+    # Report mode: allowed, but the policy would have denied it for this reason.
+    would_deny: str | None = None

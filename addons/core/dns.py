@@ -90,28 +90,47 @@ def _shape_allowed(facts: QueryFacts) -> bool:
     )
 
 
-def _name_rule(policy: Policy, name: str) -> str | None:
-    """The entry that allows `name` as a DNS name, or None. An IP literal is not a DNS name
-    (resolvers never ask for one), whatever addresses the policy lists."""
+def _name_decision(policy: Policy, name: str) -> Decision:
+    """Whether `name` may be resolved, by the deny list and the allow list. An IP literal is not
+    a DNS name (resolvers never ask for one), whatever addresses the policy lists."""
     if not name or rules.parse_ip(name) is not None:
-        return None
+        return _deny(reasons.BLOCKED_BY_ALLOWLIST)
     try:
-        return rules.match_rule(policy, name)
+        denied = rules.match_denied(policy, name)
+        rule = rules.match_rule(policy, name)
     except rules.InvalidHost:
-        return None
+        return _deny(reasons.BLOCKED_BY_ALLOWLIST)
+    if denied is not None:
+        return _deny(reasons.BLOCKED_BY_DENYLIST, denied)
+    if rule is None:
+        return _deny(reasons.BLOCKED_BY_ALLOWLIST)
+    return Decision(True, reasons.ALLOWED.name, rule, needs_addresses=True)
 
 
 def decide_question(facts: QueryFacts, policy: Policy | None) -> Decision:
     """Allowed (with the rule that matched): resolve the name for this type and answer. Denied:
-    REFUSED for `dns-query-refused`, NXDOMAIN for `blocked-by-allowlist`."""
+    REFUSED for `dns-query-refused`, NXDOMAIN for `blocked-by-allowlist` or
+    `blocked-by-denylist`. In report mode a valid name the lists would deny is resolved, and the
+    decision says `would_deny`; the query's shape is never relaxed."""
     if not _shape_allowed(facts):
         return _deny(reasons.DNS_QUERY_REFUSED)
     if policy is None:
         return _deny(reasons.BLOCKED_BY_ALLOWLIST)
-    rule = _name_rule(policy, facts.name)
-    if rule is None:
-        return _deny(reasons.BLOCKED_BY_ALLOWLIST)
-    return Decision(True, reasons.ALLOWED.name, rule, needs_addresses=True)
+    decision = _name_decision(policy, facts.name)
+    valid = bool(facts.name) and rules.parse_ip(facts.name) is None and _valid(facts.name)
+    if decision.allow or not policy.reporting or not valid:
+        return decision
+    return Decision(
+        True, reasons.ALLOWED.name, decision.rule, needs_addresses=True, would_deny=decision.reason
+    )
+
+
+def _valid(name: str) -> bool:
+    try:
+        rules.normalize_host(name)
+    except rules.InvalidHost:
+        return False
+    return True
 
 
 def keep_addresses(addresses: Iterable[IPAddress], policy: Policy | None) -> tuple[IPAddress, ...]:
@@ -130,4 +149,4 @@ def decide_answer(
         return _deny(reasons.UPSTREAM_UNRESOLVABLE, question.rule)
     if not kept:
         return _deny(reasons.BLOCKED_ADDRESS, question.rule)
-    return Decision(True, reasons.ALLOWED.name, question.rule)
+    return Decision(True, reasons.ALLOWED.name, question.rule, would_deny=question.would_deny)

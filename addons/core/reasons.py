@@ -34,6 +34,19 @@ D, F = Kind.DENIAL, Kind.FAULT
 ALLOWED = _r("allowed", 200, Kind.ALLOW, "the destination and the request are allowed")
 BLOCKED_BY_ALLOWLIST = _r("blocked-by-allowlist", 403, D, "the host matches no entry")
 BLOCKED_PORT = _r("blocked-port", 403, D, "the port is not in `allowed_ports`")
+BLOCKED_BY_DENYLIST = _r(
+    "blocked-by-denylist",
+    403,
+    D,
+    "the host matches a `denied_domains` entry (it wins over any allow entry, exact or wildcard)",
+)
+BLOCKED_BY_RULE = _r(
+    "blocked-by-rule",
+    403,
+    D,
+    "the host has `rules`, and the request's method and path match none of them (a path that "
+    "could be read two ways, such as an encoded `/` or `.`, matches none)",
+)
 BLOCKED_ADDRESS = _r(
     "blocked-address",
     403,

@@ -11,6 +11,8 @@ for proving that tests/e2e/test_enforced_egress.py's assertions fail when nothin
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
 import re
@@ -41,7 +43,7 @@ from tests.e2e.upstream import (
     UPSTREAM_NAME,
     Upstream,
 )
-from tests.support.docker_fixtures import Docker
+from tests.support.docker_fixtures import Docker, wait_for
 from tests.support.podrunner import ContainerExtras, PodRunner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +51,12 @@ POD_NAME = "e2e-sandbox"
 UPSTREAM_CA_MOUNT = "/etc/e2e-upstream-ca"
 GRACE_CAP = 5
 EGRESS = os.environ.get("E2E_EGRESS", c.EGRESS_ENFORCED)
+# Resolvable in the pod (its /etc/hosts) to the upstream, for policies that allow a wildcard over
+# them (tests/e2e/test_policy_features.py): only such a policy's deny list can stop the second.
+WILDCARD_NAME = "api.example.test"
+DENYLISTED_NAME = "uploads.example.test"
+# The sidecar polls its policy file once a second; a reload takes well under a second.
+POLICY_RELOAD_TIMEOUT = 20.0
 
 
 def step(message: str) -> None:
@@ -110,6 +118,67 @@ class Sandbox:
                 except ValueError:
                     continue
         return events
+
+    def policy_reloads(self) -> list[dict]:
+        return [e for e in self.sidecar_events() if e.get("event") == "policy-reload"]
+
+    def policy_text(self) -> str:
+        """The policy.yaml the sidecar reads now (its ConfigMap volume on the node)."""
+        return (self.runner.volume_dirs[c.POLICY_VOLUME] / c.POLICY_KEY).read_text()
+
+    def swap_policy(self, text: str) -> dict:
+        """Update the policy ConfigMap as the kubelet does (a new payload folder, then an atomic
+        swap of the ``..data`` symlink) and wait for the sidecar's policy-reload line saying it
+        took effect; that line is returned."""
+        before = len(self.policy_reloads())
+        swap_projection(self.runner.volume_dirs[c.POLICY_VOLUME], {c.POLICY_KEY: text.encode()})
+        new = wait_for(
+            lambda: self.policy_reloads()[before:],
+            POLICY_RELOAD_TIMEOUT,
+            0.2,
+            "the sidecar's policy-reload line",
+        )
+        assert new[-1].get("ok") is True, f"the sidecar refused the new policy: {new[-1]}"
+        info(
+            f"policy swapped (..data): reload ok, mode {new[-1].get('mode')}, "
+            f"{new[-1].get('entries')} entries"
+        )
+        return new[-1]
+
+    @contextlib.contextmanager
+    def policy(self, text: str) -> Iterator[dict]:
+        """``with sandbox.policy(TEXT):`` the sidecar runs TEXT, and the policy it ran before
+        is back afterwards, whatever happened inside."""
+        previous = self.policy_text()
+        try:
+            # Inside the try: a policy the sidecar refused is taken off the volume too.
+            yield self.swap_policy(text)
+        finally:
+            self.swap_policy(previous)
+
+
+def swap_projection(target: Path, data: dict[str, bytes]) -> None:
+    """The kubelet's atomic writer updating a ConfigMap volume laid out by the pod runner: the
+    files go into a new ``..<timestamp>`` folder (modes and owners as before), ``..data_tmp``
+    points at it and is renamed over ``..data`` (one atomic step for readers), and the old
+    payload is removed. The top-level symlinks (``policy.yaml -> ..data/policy.yaml``) stay."""
+    data_link = target / "..data"
+    old = target / os.readlink(data_link)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
+    payload = target / stamp
+    payload.mkdir()
+    st = old.stat()
+    os.chown(payload, st.st_uid, st.st_gid)
+    payload.chmod(st.st_mode & 0o7777)
+    for name, content in data.items():
+        was = (old / name).stat()
+        (payload / name).write_bytes(content)
+        os.chown(payload / name, was.st_uid, was.st_gid)
+        (payload / name).chmod(was.st_mode & 0o7777)
+    tmp = target / "..data_tmp"
+    tmp.symlink_to(stamp)
+    os.rename(tmp, data_link)
+    shutil.rmtree(old)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +289,8 @@ def sandbox(
                     UPSTREAM_NAME: UPSTREAM_ADDR,
                     DENIED_NAME: DECOY_ADDR,
                     DENIED6_NAME: DECOY_ADDR6,
+                    WILDCARD_NAME: UPSTREAM_ADDR,
+                    DENYLISTED_NAME: UPSTREAM_ADDR,
                 },
             )
         except Exception:

@@ -76,7 +76,10 @@ def test_refused_connect_body_names_host_and_reason(proxy: Proxy, testnet: Loopb
         reply = b"".join(chunks).decode()
     assert reply.startswith("HTTP/1.1 403")
     assert "X-Proxy-Error: blocked-by-allowlist" in reply
-    assert reply.endswith("other.test:443 denied: blocked-by-allowlist\n")
+    assert (
+        "other.test:443 (blocked-by-allowlist): the host is not on this sandbox's allowlist"
+        in reply
+    )
 
 
 def test_log_lines(proxy: Proxy, testnet: LoopbackNet) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import dns, egress, load, report
+from bench import dns, egress, load, policy_micro, report
 
 # -- the DNS client ---------------------------------------------------------------------------
 
@@ -281,3 +281,64 @@ def test_markdown_has_the_egress_table_and_names_failures() -> None:
     assert "| RSS idle <= 64 MiB | 6 | - | - |" in text
     without = report.markdown(summary, {**meta, "egress": False})
     assert "transparent / CONNECT" not in without.split("| target |")[0]
+
+
+# -- issue 15: the policy microbench with rules and a deny list ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra_rules", "extra_denied"),
+    [(0, 0), (policy_micro.EXTRA_RULES, policy_micro.EXTRA_DENIED)],
+    ids=["10-entries", "1k-rules-1k-denied"],
+)
+def test_the_rules_microbench_measures_the_paths_it_names(
+    tmp_path, extra_rules: int, extra_denied: int
+) -> None:
+    """Every timed case takes the decision it is meant to (else the ratio measures nothing)."""
+    p = policy_micro._load(policy_micro.rules_policy(extra_rules, extra_denied), tmp_path, "p.yaml")
+    assert len(p.rules) == 2 + extra_rules
+    for stage in (policy_micro.Stage.CONNECT, policy_micro.Stage.REQUEST):
+        calls = policy_micro._decision_calls(p, stage)
+        assert len(calls) == sum(1 for case in policy_micro.DECISIONS if case[0] is stage)
+
+
+RULES_MICRO = {
+    "rules_connect_ns_10": 3000,
+    "rules_connect_ns_1k": 3300,
+    "rules_connect_ratio": 1.1,
+    "rules_request_ns_10": 9000,
+    "rules_request_ns_1k": 9900,
+    "rules_request_ratio": 1.1,
+}
+
+
+@pytest.mark.parametrize(
+    ("ratio", "met"),
+    [(1.1, True), (1.5, True), (1.6, False), (None, None)],
+    ids=["within", "at-target", "over", "not-measured"],
+)
+def test_issue_15_target(ratio: float | None, met: bool | None) -> None:
+    micro = MICRO | RULES_MICRO | {"rules_ratio_1k_over_10": ratio}
+    checks = [c for c in report.summarize({}, micro)["targets"] if c["issue"] == 15]
+    assert [(c["limit"], c["op"], c["met"]) for c in checks] == [(1.5, "<=", met)]
+
+
+def test_markdown_reports_the_rules_microbench() -> None:
+    meta = {
+        "repetitions": 1,
+        "seconds_per_regime": 2,
+        "quick": True,
+        "machine": "m",
+        "date": "d",
+        "commit": "c",
+        "python": "3.13",
+        "egress": False,
+    }
+    micro = MICRO | RULES_MICRO | {"rules_ratio_1k_over_10": 1.1}
+    text = report.markdown(report.summarize({}, micro), meta)
+    assert "CONNECT 3.0 us vs 3.3 us (1.10x), request 9.0 us vs 9.9 us (1.10x)" in text
+    assert (
+        "| decision cost +1,000 rules +1,000 denied / 10 entries <= 1.5 | 15 | 1.1x | yes |" in text
+    )
+    # A summary from before issue 15 (no rules figures) still renders.
+    assert "rules" not in report.markdown(report.summarize({}, MICRO), meta).split("| target |")[0]

@@ -30,6 +30,19 @@ OTHER_PORTS = compile_policy(
 )
 WITHOUT_API = compile_policy({"version": "v1", "allowed_domains": ["other.test"]}, "p")
 
+RULED_DOC = {
+    "version": "v1",
+    "allowed_domains": ["api.test", "*.wild.test", "git.test"],
+    "denied_domains": ["uploads.wild.test", "*.secret.wild.test"],
+    "rules": [
+        {"host": "git.test", "methods": ["GET"], "paths": ["/org/*/info/refs"]},
+        {"host": "git.test", "methods": ["POST"], "paths": ["/org/*/git-upload-pack"]},
+        {"host": "*.wild.test", "methods": ["GET", "HEAD"]},
+    ],
+}
+RULED = compile_policy(RULED_DOC, "ruled.yaml")
+REPORT = compile_policy({**RULED_DOC, "mode": "report"}, "report.yaml")
+
 PUBLIC = (ipaddress.ip_address("93.184.216.34"),)
 HOST = (b"Host", b"api.test")
 ALLOWED, BLOCKED, PORT = (
@@ -42,6 +55,7 @@ UNRESOLVABLE, TOO_LARGE = reasons.UPSTREAM_UNRESOLVABLE.name, reasons.REQUEST_TO
 CAP, DRAINING = reasons.TOO_MANY_CONNECTIONS.name, reasons.SHUTTING_DOWN.name
 BAD, UPGRADE = reasons.BAD_REQUEST.name, reasons.UPGRADE_NOT_ALLOWED.name
 LOOP, NO_SNI = reasons.DESTINATION_IS_PROXY.name, reasons.MISSING_SNI.name
+DENYLIST, RULE = reasons.BLOCKED_BY_DENYLIST.name, reasons.BLOCKED_BY_RULE.name
 
 
 def ips(*texts: str) -> tuple:
@@ -92,6 +106,14 @@ def allow(rule: str | None, needs_addresses: bool = False) -> Decision:
 
 def deny(reason: str, rule: str | None = None) -> Decision:
     return Decision(False, reason, rule)
+
+
+def reported(would_deny: str, rule: str | None = None, needs_addresses: bool = False) -> Decision:
+    return Decision(True, ALLOWED, rule, needs_addresses, would_deny=would_deny)
+
+
+def git(method: bytes, target: bytes, host: str = "git.test") -> Facts:
+    return tunneled((b"Host", host.encode()), host=host, method=method, target=target)
 
 
 def many_fields(count: int, value: bytes = b"1") -> tuple[tuple[bytes, bytes], ...]:
@@ -298,6 +320,45 @@ CASES = [
     pytest.param(plain(HOST, HOST, host=""), POLICY, deny(MISMATCH), id="transparent-http-doubled-host"),
     pytest.param(plain(HOST, authority="other.test"), POLICY, deny(MISMATCH), id="transparent-http-absolute-other"),
     pytest.param(plain(HOST, dialled_to="::1"), POLICY, deny(LOOP), id="transparent-http-dialled-loopback"),
+    # -- denied_domains: wins over any allow entry ---------------------------------------------
+    pytest.param(connect("uploads.wild.test"), RULED, deny(DENYLIST, "uploads.wild.test"), id="deny-exact-under-wildcard"),
+    pytest.param(connect("UPLOADS.wild.test."), RULED, deny(DENYLIST, "uploads.wild.test"), id="deny-spelling"),
+    pytest.param(connect("a.b.secret.wild.test"), RULED, deny(DENYLIST, "*.secret.wild.test"), id="deny-wildcard"),
+    pytest.param(connect("secret.wild.test"), RULED, allow("*.wild.test", True), id="deny-wildcard-not-its-apex"),
+    pytest.param(connect("www.wild.test"), RULED, allow("*.wild.test", True), id="deny-list-others-allowed"),
+    pytest.param(tunneled((b"Host", b"uploads.wild.test"), host="uploads.wild.test"), RULED, deny(DENYLIST, "uploads.wild.test"), id="deny-in-tunnel-after-reload"),
+    # -- rules: method and normalized path, per host ---------------------------------------------
+    pytest.param(git(b"GET", b"/org/repo/info/refs?service=git-upload-pack"), RULED, allow("git.test rules[0]"), id="rule-get-refs"),
+    pytest.param(git(b"GET", b"/org/repo/info/refs?service=git-receive-pack"), RULED, allow("git.test rules[0]"), id="rule-query-not-matched"),
+    pytest.param(git(b"POST", b"/org/repo/git-upload-pack"), RULED, allow("git.test rules[1]"), id="rule-post-upload-pack"),
+    pytest.param(git(b"POST", b"/org/repo/git-receive-pack"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-push-denied"),
+    pytest.param(git(b"GET", b"/org/repo/git-upload-pack"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-method-differs"),
+    pytest.param(git(b"get", b"/org/repo/info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-method-case"),
+    pytest.param(git(b"GET", b"/other/repo/info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-other-org"),
+    pytest.param(git(b"GET", b"/org/a/b/info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-star-one-segment"),
+    pytest.param(git(b"GET", b"/org/x/../repo/info/refs"), RULED, allow("git.test rules[0]"), id="rule-dot-segments-removed"),
+    pytest.param(git(b"GET", b"/org/%72epo/info/refs"), RULED, allow("git.test rules[0]"), id="rule-unreserved-decoded"),
+    pytest.param(git(b"GET", b"/org/a%2Fb/info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-encoded-slash"),
+    pytest.param(git(b"GET", b"/org/repo/%2e%2e/info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-encoded-dots"),
+    pytest.param(git(b"GET", b"/org//repo/info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-empty-segment"),
+    pytest.param(git(b"GET", b"/org/repo\\info/refs"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-backslash"),
+    pytest.param(git(b"POST", b"/org/r/git-receive-pack", host="api.test"), RULED, allow("api.test"), id="rule-other-host-free"),
+    pytest.param(git(b"GET", b"/anything", host="www.wild.test"), RULED, allow("*.wild.test rules[2]"), id="rule-wildcard-host-any-path"),
+    pytest.param(git(b"POST", b"/anything", host="deep.www.wild.test"), RULED, deny(RULE, "rules[2]"), id="rule-wildcard-host-method"),
+    pytest.param(absolute((b"Host", b"git.test"), host="git.test", target=b"/org/r/git-receive-pack", method=b"POST"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-plain-http"),
+    pytest.param(plain((b"Host", b"git.test"), host="git.test", method=b"POST", target=b"/org/r/git-receive-pack"), RULED, deny(RULE, "rules[0],rules[1]"), id="rule-transparent-http"),
+    # -- report mode: names, ports and rules relaxed and said; nothing else ---------------------
+    pytest.param(connect("other.test"), REPORT, reported(BLOCKED, None, True), id="report-not-allowed"),
+    pytest.param(connect("uploads.wild.test"), REPORT, reported(DENYLIST, "uploads.wild.test", True), id="report-denylist"),
+    pytest.param(connect(port=8443), REPORT, reported(PORT, "api.test", True), id="report-port"),
+    pytest.param(git(b"POST", b"/org/r/git-receive-pack"), REPORT, reported(RULE, "git.test"), id="report-rule"),
+    pytest.param(git(b"GET", b"/org/a%2Fb/info/refs"), REPORT, reported(RULE, "git.test"), id="report-ambiguous-path"),
+    pytest.param(connect("other.test", addresses=ips("10.9.9.9")), REPORT, deny(ADDRESS), id="report-never-address"),
+    pytest.param(connect("other.test", addresses=PUBLIC), REPORT, reported(BLOCKED), id="report-with-addresses"),
+    pytest.param(tunneled((b"Host", b"other.test")), REPORT, deny(MISMATCH), id="report-never-binding"),
+    pytest.param(tunneled(HOST, target=b"/a\x00b"), REPORT, deny(BAD), id="report-never-bad-request"),
+    pytest.param(connect("other.test", over_connection_cap=True), REPORT, deny(CAP), id="report-never-limits"),
+    pytest.param(connect("api.test"), RULED, allow("api.test", True), id="enforce-unchanged"),
 ]  # fmt: skip
 
 

@@ -195,6 +195,70 @@ def test_extra_domains_use_the_same_syntax() -> None:
             id="cidr-garbage",
         ),
         pytest.param("version: v1\n  bad: [indent\n", ["not valid YAML"], id="yaml-syntax"),
+        # -- issue 15: mode, denied_domains, rules, the public-suffix guard ---------------------
+        pytest.param(
+            "version: v1\nmode: audit\n", ["mode 'audit' is unknown", "'report'"], id="mode"
+        ),
+        pytest.param(
+            "version: v1\ndenied_domains: ['a.*.com']\n",
+            ["denied_domains[0] 'a.*.com'", "whole first label"],
+            id="denied-inner-star",
+        ),
+        pytest.param(
+            "version: v1\ndenied_domains: a.test\n",
+            ["denied_domains must be a list"],
+            id="denied-not-list",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: b.test}]\n",
+            ["rules[0] 'b.test'", "no allowed_domains entry allows this host", "add the host"],
+            id="rule-host-not-allowed",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: '*.a.test'}]\n",
+            ["rules[0] '*.a.test'", "could never apply"],
+            id="rule-wildcard-not-allowed",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: a.test, methods: [get]}]\n",
+            ["rules[0] 'get'", "upper-case HTTP method", "GET"],
+            id="rule-lower-method",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: a.test, methods: []}]\n",
+            ["rules[0]", "non-empty list"],
+            id="rule-no-methods",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: a.test, paths: ['x/y']}]\n",
+            ["rules[0] 'x/y'"],
+            id="rule-path-relative",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: a.test, paths: ['/a%2Fb']}]\n",
+            ["rules[0] '/a%2Fb'"],
+            id="rule-path-ambiguous",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [{host: a.test, path: ['/a']}]\n",
+            ["rules[0] 'path'", "is not a rule key", "host, methods, paths"],
+            id="rule-key-typo",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: [a.test]\nrules: [a.test]\n",
+            ["rules[0] 'a.test'", "is not a mapping"],
+            id="rule-not-mapping",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: ['*.co.uk']\n",
+            ["allowed_domains[0] '*.co.uk'", "ICANN section", "Fix:"],
+            id="icann-suffix-wildcard",
+        ),
+        pytest.param(
+            "version: v1\nallowed_domains: ['*.gov.uk']\n",
+            ["'*.gov.uk'", "public suffix"],
+            id="icann-suffix-two-labels",
+        ),
     ],
 )
 def test_invalid_policies_name_the_source_entry_and_fix(text: str, fragments: list[str]) -> None:
@@ -248,3 +312,28 @@ def test_large_policy_compiles_to_sets() -> None:
     assert compiled.entry_count == 10_001
     assert policy.decide(compiled, "host9999.example.org", 443).allow
     assert policy.decide(compiled, "x.wild.example.org", 443).rule == "*.wild.example.org"
+
+
+def test_new_keys_compile() -> None:
+    compiled = policy.parse_policy(
+        "version: v1\nmode: report\nallowed_domains: [a.test, '*.b.test', '*.github.io']\n"
+        "denied_domains: [x.b.test, '*.y.b.test', 203.0.113.9]\n"
+        "rules: [{host: a.test, methods: [GET], paths: ['/r/**']}, {host: '*.b.test'}]\n",
+        "p.yaml",
+    )
+    assert compiled.reporting and compiled.mode == "report"
+    assert compiled.denied == {"x.b.test"} and compiled.denied_wildcard_suffixes == {"y.b.test"}
+    assert [str(a) for a in compiled.denied_addresses] == ["203.0.113.9"]
+    assert [r.label for r in compiled.rules] == ["rules[0]", "rules[1]"]
+    assert compiled.rules[0].describe() == "GET /r/**"
+    assert compiled.rules[1].describe() == "any method any path"
+    # A wildcard over a private-section public suffix loads, with a warning naming it.
+    assert len(compiled.warnings) == 1 and "'*.github.io'" in compiled.warnings[0]
+    # Every v1 file without the new keys compiles exactly as before.
+    plain = policy.parse_policy("version: v1\nallowed_domains: [a.test]\n", "p.yaml")
+    assert (plain.mode, plain.denied, plain.rules, plain.warnings) == (
+        "enforce",
+        frozenset(),
+        (),
+        (),
+    )
