@@ -113,8 +113,18 @@ class Sandbox:
 
 
 @pytest.fixture(scope="module")
+def workload_image() -> str | None:
+    """The workload container's image; None: the executor's. A module overrides this fixture
+    to run its own pod with another image (tests/e2e/test_toolchains.py)."""
+    return None
+
+
+@pytest.fixture(scope="module")
 def sandbox(
-    docker: Docker, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    docker: Docker,
+    images: dict[str, str],
+    workload_image: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Sandbox]:
     started = time.monotonic()
     work = tmp_path_factory.mktemp("e2e")
@@ -156,7 +166,9 @@ def sandbox(
     )
     if EGRESS != c.EGRESS_ENFORCED:
         print(f"\n    *** E2E_EGRESS={EGRESS}: the pod is built WITHOUT the egress lock ***")
-    pod_obj = build_pod_spec(POD_NAME, env={"SANDBOX_REQUEST_ID": "e2e"}, settings=settings)
+    pod_obj = build_pod_spec(
+        POD_NAME, image=workload_image, env={"SANDBOX_REQUEST_ID": "e2e"}, settings=settings
+    )
     from kubernetes.client import ApiClient
 
     pod = ApiClient().sanitize_for_serialization(pod_obj)
