@@ -44,6 +44,10 @@ DPKG_OPTIONS = (
 MMDEBSTRAP_TIMEOUT = 900
 BASE_LABEL = "org.sandbox-auth-proxy.base-spec"
 STAND_IN = "offline stand-in"  # the start of an imported stand-in's comment
+# A stock workload image for the e2e tests: no registry holds it, so it is always made here.
+STOCK_CURL_PYTHON = "debian:trixie-slim-curl-python"
+# The toolchain matrix's clients (images/toolchains/Dockerfile), for the e2e tests only.
+TOOLCHAINS_BASE = "debian:trixie-slim-toolchains"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class BaseSpec:
     description: str
     # `docker import --change` instructions (the upstream images' relevant config).
     changes: tuple[str, ...] = ("ENV LANG=C.UTF-8", 'CMD ["bash"]')
+    # mmdebstrap --essential-hook commands ("$1" is the root), run before `packages` install.
+    essential_hooks: tuple[str, ...] = ()
 
 
 BASES: dict[str, BaseSpec] = {
@@ -80,6 +86,41 @@ BASES: dict[str, BaseSpec] = {
                 "python3-requests",
             ),
             description="Debian trixie minbase + the executor's packages",
+        ),
+        # Tests only (tests/e2e/test_stock_image.py): a workload image with nothing of ours, no
+        # CA, no entrypoint; just what a stock image offers (curl, python3, the system roots).
+        BaseSpec(
+            ref=STOCK_CURL_PYTHON,
+            packages=("ca-certificates", "curl", "python3"),
+            description="Debian trixie minbase + curl + python3 + ca-certificates (tests only)",
+            # Idle until the test execs into it, as a pod's workload would be given a command.
+            changes=("ENV LANG=C.UTF-8", 'CMD ["sleep", "infinity"]'),
+        ),
+        # Tests only (images/toolchains, tests/e2e/test_toolchains.py): the clients of the trust
+        # matrix, every one from Debian. Never a base of the executor or the sidecar.
+        BaseSpec(
+            ref=TOOLCHAINS_BASE,
+            packages=(
+                "bash",
+                "ca-certificates",
+                "curl",
+                "git",
+                "golang-go",
+                "nodejs",
+                "npm",
+                "openjdk-21-jdk-headless",
+                "openssl",
+                "python3",
+                "python3-httpx",
+                "python3-pip",
+                "python3-requests",
+                "ruby",
+                "wget",
+            ),
+            description="Debian trixie minbase + the toolchain matrix's clients (tests only)",
+            # The JDK's postinst links its man pages as alternatives, and fails when the
+            # directory is missing (DPKG_OPTIONS drops /usr/share/man): Debian bug 863199.
+            essential_hooks=('mkdir -p "$1/usr/share/man/man1"',),
         ),
     )
 }
@@ -140,9 +181,16 @@ def apt_mirror() -> str:
     return DEFAULT_MIRROR
 
 
+def _hooks(spec: BaseSpec) -> list:
+    # Only a spec with hooks adds them, so the other specs' digests and cache keys stay as they were.
+    return [list(spec.essential_hooks)] if spec.essential_hooks else []
+
+
 def spec_digest(spec: BaseSpec) -> str:
     """What the stand-in is made of (not where from: another mirror gives the same image)."""
-    blob = json.dumps([SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes], sort_keys=True)
+    blob = json.dumps(
+        [SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes, *_hooks(spec)], sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -162,7 +210,8 @@ def base_state(spec: BaseSpec, labels: dict[str, str] | None, comment: str | Non
 
 def _cache_key(spec: BaseSpec, mirror: str) -> str:
     blob = json.dumps(
-        [SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes, mirror], sort_keys=True
+        [SUITE, sorted(spec.packages), DPKG_OPTIONS, spec.changes, mirror, *_hooks(spec)],
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -187,6 +236,7 @@ def rootfs_tarball(spec: BaseSpec, cache_dir: Path) -> Path:
         '--aptopt=APT::Install-Recommends "false"',
         *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
         f"--include={','.join(spec.packages)}",
+        *(f"--essential-hook={hook}" for hook in spec.essential_hooks),
         SUITE,
         str(partial),
         mirror,

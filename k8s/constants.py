@@ -14,6 +14,11 @@ WORKLOAD_CONTAINER = "workload"
 EGRESS_INIT_CONTAINER = "egress-lock"
 EGRESS_LOCK_COMMAND = "auth-proxy-lock-egress"  # console script in the sidecar image, on PATH
 EGRESS_TABLE = "auth_proxy_egress"  # the one nftables `inet` table it installs
+# A regular init container, after the lock and before the sidecar, that writes the workload's
+# trust material (TRUST_* below) into the CA_BUNDLE_VOLUME emptyDir, so that any workload image
+# trusts our CA without anything of ours in it.
+TRUST_INIT_CONTAINER = "ca-trust"
+TRUST_COMMAND = "auth-proxy-trust"  # console script in the sidecar image (addons/trust.py)
 
 DEFAULT_SIDECAR_IMAGE = "auth-proxy:dev"
 DEFAULT_EXECUTOR_IMAGE = "sandbox-executor:dev"
@@ -75,11 +80,20 @@ WORKLOAD_CA_VOLUME = "proxy-ca-cert"
 WORKLOAD_CA_DIR = "/etc/proxy-ca"
 WORKLOAD_CA_FILE_NAME = "ca.crt"
 WORKLOAD_CA_CERT = f"{WORKLOAD_CA_DIR}/{WORKLOAD_CA_FILE_NAME}"
-# The executor image's entrypoint writes system roots + our CA here; an emptyDir, so it is
-# writable even with a read-only root filesystem.
+# The ca-trust init container writes these into an emptyDir that the workload mounts (writable,
+# so the executor image's entrypoint still runs on a read-only root filesystem). The file names
+# are addons/trust.py's.
 CA_BUNDLE_VOLUME = "proxy-ca-bundle"
 CA_BUNDLE_DIR = "/var/lib/proxy-ca"
-CA_BUNDLE = f"{CA_BUNDLE_DIR}/ca-bundle.crt"
+CA_BUNDLE_FILE_NAME = "ca-bundle.crt"  # system roots + our CA (PEM)
+CA_CERTS_DIR_NAME = "certs"  # the same as OpenSSL hash names (<hash>.0), for SSL_CERT_DIR
+TRUSTSTORE_FILE_NAME = "truststore.p12"  # the same as a PKCS#12 Java truststore
+TRUST_CA_FILE_NAME = "ca.crt"  # our CA alone
+TRUSTSTORE_PASSWORD = "changeit"  # the JDK's default; a truststore holds no secret
+CA_BUNDLE = f"{CA_BUNDLE_DIR}/{CA_BUNDLE_FILE_NAME}"
+CA_CERTS_DIR = f"{CA_BUNDLE_DIR}/{CA_CERTS_DIR_NAME}"
+TRUSTSTORE = f"{CA_BUNDLE_DIR}/{TRUSTSTORE_FILE_NAME}"
+TRUST_CA_CERT = f"{CA_BUNDLE_DIR}/{TRUST_CA_FILE_NAME}"
 
 # --- the policy --------------------------------------------------------------------------------
 POLICY_CONFIGMAP_NAME = "sandbox-proxy-policy"
@@ -99,22 +113,50 @@ PROXY_URL = f"http://{PROXY_LISTEN_HOST}:{PROXY_PORT}"
 NO_PROXY_HOSTS = "localhost,127.0.0.1,::1"
 PROXY_ENV_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 NO_PROXY_ENV_NAMES = ("NO_PROXY", "no_proxy")
-# Node.js adds this file to its built-in roots, so it takes our CA alone.
-CA_CERT_ENV_NAMES = ("NODE_EXTRA_CA_CERTS",)
-# These replace the trust store, so they take the full bundle (system roots + our CA).
+# Variables that ADD to a tool's roots take our CA alone.
+CA_CERT_ENV_NAMES = ("NODE_EXTRA_CA_CERTS",)  # Node.js
+# Variables that REPLACE a tool's roots take the full bundle (system roots + our CA).
 CA_BUNDLE_ENV_NAMES = (
-    "SSL_CERT_FILE",  # OpenSSL, Python's ssl, httpx
-    "REQUESTS_CA_BUNDLE",  # requests
-    "CURL_CA_BUNDLE",  # curl
+    "SSL_CERT_FILE",  # OpenSSL and what uses it (Python ssl, httpx, Ruby, openssl CLI), Go
+    "REQUESTS_CA_BUNDLE",  # Python requests
+    "CURL_CA_BUNDLE",  # curl, and requests again
     "GIT_SSL_CAINFO",  # git
     "PIP_CERT",  # pip
+    "AWS_CA_BUNDLE",  # AWS CLI and SDKs
+    "CARGO_HTTP_CAINFO",  # Cargo
+    "DENO_CERT",  # Deno
+    "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",  # gcloud
+    "NIX_SSL_CERT_FILE",  # Nix
+    "BUNDLE_SSL_CA_CERT",  # Bundler
+    "npm_config_cafile",  # npm (which reads npm_config_* in any case)
+    "HTTPLIB2_CA_CERTS",  # httplib2
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",  # gRPC (C core: Python, Ruby, C++)
 )
+# A directory of OpenSSL hash names (<hash>.0), which OpenSSL and Go also search.
+CA_DIR_ENV_NAMES = ("SSL_CERT_DIR",)
+# Node.js 24 (and 22.21+): fetch and https follow HTTP(S)_PROXY / NO_PROXY; without it, they
+# ignore them.
+NODE_PROXY_ENV_NAME = "NODE_USE_ENV_PROXY"
+# Read by every JVM (java, javac, jshell, Gradle and Maven daemons): the truststore and the
+# proxy, which the JVM does not take from HTTPS_PROXY. Users add flags with JDK_JAVA_OPTIONS
+# (read by the `java` launcher of JDK 9+, after this one), which stays theirs.
+JAVA_OPTIONS_ENV_NAME = "JAVA_TOOL_OPTIONS"
 RESERVED_ENV_NAMES = frozenset(
-    PROXY_ENV_NAMES + NO_PROXY_ENV_NAMES + CA_CERT_ENV_NAMES + CA_BUNDLE_ENV_NAMES
+    PROXY_ENV_NAMES
+    + NO_PROXY_ENV_NAMES
+    + CA_CERT_ENV_NAMES
+    + CA_BUNDLE_ENV_NAMES
+    + CA_DIR_ENV_NAMES
+    + (NODE_PROXY_ENV_NAME, JAVA_OPTIONS_ENV_NAME)
 )
-# Tools read both spellings of these (curl prefers lower case, Go upper), so a user variable in
-# any case would redirect or exempt traffic: they are reserved regardless of case.
-CASE_INSENSITIVE_RESERVED_ENV_NAMES = frozenset({"http_proxy", "https_proxy", "no_proxy"})
+# Tools read both spellings of these (curl prefers lower case, Go upper; npm lower-cases the
+# names of its npm_config_* variables), so a user variable in any case would redirect, exempt or
+# re-trust traffic: they are reserved regardless of case. Every other name is read in one
+# spelling only (getenv is case-sensitive: OpenSSL, Node, the JVM, git, pip, Cargo, Bundler,
+# gcloud, AWS, Deno, Nix, gRPC, httplib2), so another spelling is a different, harmless variable.
+CASE_INSENSITIVE_RESERVED_ENV_NAMES = frozenset(
+    {"http_proxy", "https_proxy", "no_proxy", "npm_config_cafile"}
+)
 
 # --- labels ------------------------------------------------------------------------------------
 LABEL_PREFIX = "sandbox.dev"

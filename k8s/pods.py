@@ -2,8 +2,9 @@
 
 A sandbox pod holds the `workload` container and, when the auth proxy is enabled, the
 `auth-proxy` sidecar that all of the workload's HTTP(S) goes through. The workload trusts the
-internal CA through a volume that carries the certificate alone; the CA's private key is mounted
-into the sidecar only. With egress enforcement (the default) the `egress-lock` init container
+internal CA through files the `ca-trust` init container writes (from the sidecar image, so any
+workload image works) from a volume that carries the certificate alone; the CA's private key is
+mounted into the sidecar only. With egress enforcement (the default) the `egress-lock` init container
 runs first and locks the pod's network (nftables) so that every socket not owned by the
 sidecar's uid is redirected to the sidecar's transparent and DNS listeners or refused.
 """
@@ -107,12 +108,34 @@ def _env(pairs: Mapping[str, str]) -> list[client.V1EnvVar]:
     return [client.V1EnvVar(name=name, value=value) for name, value in pairs.items()]
 
 
+def java_tool_options(settings: ProxySettings = DEFAULT_SETTINGS) -> str:
+    """The JVM's truststore and proxy: it reads neither SSL_CERT_FILE nor HTTPS_PROXY."""
+    host, port = c.PROXY_LISTEN_HOST, settings.proxy_port
+    # nonProxyHosts is the JVM's NO_PROXY ('|'-separated; one value, so no shell quoting).
+    non_proxy = "|".join(h if ":" not in h else f"[{h}]" for h in c.NO_PROXY_HOSTS.split(","))
+    return " ".join(
+        [
+            f"-Djavax.net.ssl.trustStore={c.TRUSTSTORE}",
+            "-Djavax.net.ssl.trustStoreType=PKCS12",
+            f"-Djavax.net.ssl.trustStorePassword={c.TRUSTSTORE_PASSWORD}",
+            f"-Dhttps.proxyHost={host}",
+            f"-Dhttps.proxyPort={port}",
+            f"-Dhttp.proxyHost={host}",
+            f"-Dhttp.proxyPort={port}",
+            f"-Dhttp.nonProxyHosts={non_proxy}",
+        ]
+    )
+
+
 def proxy_env(settings: ProxySettings = DEFAULT_SETTINGS) -> dict[str, str]:
     """The workload's reserved variables: proxy, no-proxy and CA trust."""
     env = dict.fromkeys(c.PROXY_ENV_NAMES, settings.proxy_url)
     env |= dict.fromkeys(c.NO_PROXY_ENV_NAMES, c.NO_PROXY_HOSTS)
-    env |= dict.fromkeys(c.CA_CERT_ENV_NAMES, c.WORKLOAD_CA_CERT)
+    env[c.NODE_PROXY_ENV_NAME] = "1"
+    env |= dict.fromkeys(c.CA_CERT_ENV_NAMES, c.TRUST_CA_CERT)
     env |= dict.fromkeys(c.CA_BUNDLE_ENV_NAMES, c.CA_BUNDLE)
+    env |= dict.fromkeys(c.CA_DIR_ENV_NAMES, c.CA_CERTS_DIR)
+    env[c.JAVA_OPTIONS_ENV_NAME] = java_tool_options(settings)
     return env
 
 
@@ -146,6 +169,11 @@ def egress_lock_command(settings: ProxySettings = DEFAULT_SETTINGS) -> list[str]
         "--dns-port",
         str(settings.dns_port),
     ]
+
+
+def trust_command() -> list[str]:
+    """The ca-trust init container's command (the sidecar image's console script)."""
+    return [c.TRUST_COMMAND, "--ca", c.WORKLOAD_CA_CERT, "--out", c.CA_BUNDLE_DIR]
 
 
 def _restricted_security_context(
@@ -221,6 +249,31 @@ def build_egress_lock_container(settings: ProxySettings = DEFAULT_SETTINGS) -> c
     )
 
 
+def build_trust_container(settings: ProxySettings = DEFAULT_SETTINGS) -> client.V1Container:
+    """The ca-trust init container: writes the workload's CA bundle, hashed certificate folder,
+    Java truststore and CA copy into the shared emptyDir, then exits.
+
+    From the sidecar image (its system roots, our command), so the workload image needs nothing
+    of ours. It sees the CA's certificate alone, never the key.
+    """
+    return client.V1Container(
+        name=c.TRUST_INIT_CONTAINER,
+        image=settings.sidecar_image,
+        image_pull_policy=settings.image_pull_policy,
+        command=trust_command(),
+        resources=settings.ca_trust_resources.to_v1(),
+        security_context=_restricted_security_context(c.SIDECAR_UID, c.SIDECAR_GID, True),
+        # A bad CA certificate or an unwritable folder then shows in `kubectl describe pod`.
+        termination_message_policy="FallbackToLogsOnError",
+        volume_mounts=[
+            client.V1VolumeMount(
+                name=c.WORKLOAD_CA_VOLUME, mount_path=c.WORKLOAD_CA_DIR, read_only=True
+            ),
+            client.V1VolumeMount(name=c.CA_BUNDLE_VOLUME, mount_path=c.CA_BUNDLE_DIR),
+        ],
+    )
+
+
 def build_sidecar_container(settings: ProxySettings = DEFAULT_SETTINGS) -> client.V1Container:
     """The auth-proxy container; in native mode an init container with restartPolicy Always."""
     return client.V1Container(
@@ -268,7 +321,10 @@ def build_workload_container(
             client.V1VolumeMount(
                 name=c.WORKLOAD_CA_VOLUME, mount_path=c.WORKLOAD_CA_DIR, read_only=True
             ),
-            client.V1VolumeMount(name=c.CA_BUNDLE_VOLUME, mount_path=c.CA_BUNDLE_DIR),
+            # Written by the ca-trust init container; the workload only reads it.
+            client.V1VolumeMount(
+                name=c.CA_BUNDLE_VOLUME, mount_path=c.CA_BUNDLE_DIR, read_only=True
+            ),
         ]
     return client.V1Container(
         name=c.WORKLOAD_CONTAINER,
@@ -356,15 +412,16 @@ def _build_pod(
         sidecar = build_sidecar_container(settings)
         # The lock goes first: init containers run one by one, in order, each to completion
         # (a native sidecar to started), so nothing else in the pod runs before it succeeded.
+        # Then the trust files, which the workload needs from its first instruction.
         init_containers = (
             [build_egress_lock_container(settings)] if settings.enforces_egress else []
         )
+        init_containers.append(build_trust_container(settings))
         if settings.sidecar_mode == c.SIDECAR_MODE_NATIVE:
             init_containers.append(sidecar)
         else:
             # First, so that it is started first (though without any ordering guarantee).
             containers = [sidecar, workload]
-        init_containers = init_containers or None
         volumes = build_proxy_volumes(settings)
         # Group ownership of the secret volume, so the non-root sidecar can read the 0440 key.
         pod_security = client.V1PodSecurityContext(fs_group=c.SIDECAR_GID)

@@ -43,6 +43,10 @@ SIDECAR_RESOURCES = Resources(
 EGRESS_LOCK_RESOURCES = Resources(
     cpu_request="10m", memory_request="16Mi", cpu_limit="100m", memory_limit="64Mi"
 )
+# The trust writer reads ~150 roots and writes four files (about 35 MiB resident, under 1 s).
+CA_TRUST_RESOURCES = Resources(
+    cpu_request="10m", memory_request="32Mi", cpu_limit="250m", memory_limit="128Mi"
+)
 WORKLOAD_RESOURCES = Resources(
     cpu_request="250m", memory_request="256Mi", cpu_limit="1", memory_limit="1Gi"
 )
@@ -70,6 +74,7 @@ class ProxySettings:
     dns_port: int = c.DNS_PORT
     sidecar_resources: Resources = field(default=SIDECAR_RESOURCES)
     egress_lock_resources: Resources = field(default=EGRESS_LOCK_RESOURCES)
+    ca_trust_resources: Resources = field(default=CA_TRUST_RESOURCES)
     workload_resources: Resources = field(default=WORKLOAD_RESOURCES)
     ca_secret_name: str = c.CA_SECRET_NAME
     policy_configmap_name: str = c.POLICY_CONFIGMAP_NAME

@@ -182,8 +182,18 @@ def swap_projection(target: Path, data: dict[str, bytes]) -> None:
 
 
 @pytest.fixture(scope="module")
+def workload_image() -> str | None:
+    """The workload container's image; None: the executor's. A module overrides this fixture
+    to run its own pod with another image (tests/e2e/test_toolchains.py)."""
+    return None
+
+
+@pytest.fixture(scope="module")
 def sandbox(
-    docker: Docker, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    docker: Docker,
+    images: dict[str, str],
+    workload_image: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Sandbox]:
     started = time.monotonic()
     work = tmp_path_factory.mktemp("e2e")
@@ -225,7 +235,9 @@ def sandbox(
     )
     if EGRESS != c.EGRESS_ENFORCED:
         print(f"\n    *** E2E_EGRESS={EGRESS}: the pod is built WITHOUT the egress lock ***")
-    pod_obj = build_pod_spec(POD_NAME, env={"SANDBOX_REQUEST_ID": "e2e"}, settings=settings)
+    pod_obj = build_pod_spec(
+        POD_NAME, image=workload_image, env={"SANDBOX_REQUEST_ID": "e2e"}, settings=settings
+    )
     from kubernetes.client import ApiClient
 
     pod = ApiClient().sanitize_for_serialization(pod_obj)

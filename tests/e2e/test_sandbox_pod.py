@@ -87,8 +87,9 @@ def test_the_pod_runs_as_its_spec_says(sandbox: Sandbox) -> None:
     )
     starts = [e for e in runner.events if e.startswith("starting ")]
     assert starts[0].startswith(f"starting init container {c.EGRESS_INIT_CONTAINER}"), starts
-    assert starts[1].startswith(f"starting native sidecar {c.SIDECAR_CONTAINER}"), starts
-    assert runner.events.index(passed) < runner.events.index(starts[2]), runner.events
+    assert starts[1].startswith(f"starting init container {c.TRUST_INIT_CONTAINER}"), starts
+    assert starts[2].startswith(f"starting native sidecar {c.SIDECAR_CONTAINER}"), starts
+    assert runner.events.index(passed) < runner.events.index(starts[3]), runner.events
     probe_ok = max(r.at for r in runner.probe_log if r.kind == "startup" and 200 <= r.status < 400)
     assert probe_ok > 0
     docker = sandbox.docker

@@ -78,7 +78,11 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pod_renders_only_the_pod_without_allow() -> None:
     [pod] = render("pod", "--name", "demo")
     assert (pod["kind"], pod["metadata"]["name"]) == ("Pod", "demo")
-    assert [x["name"] for x in pod["spec"]["initContainers"]] == ["egress-lock", "auth-proxy"]
+    assert [x["name"] for x in pod["spec"]["initContainers"]] == [
+        "egress-lock",
+        "ca-trust",
+        "auth-proxy",
+    ]
     assert pod["metadata"]["labels"]["sandbox.dev/pool-status"] == "manual"
     assert pod["metadata"]["labels"]["sandbox.dev/egress"] == "enforced"
 
@@ -86,14 +90,18 @@ def test_pod_renders_only_the_pod_without_allow() -> None:
 @pytest.mark.parametrize(
     ("args", "init", "main"),
     [
-        pytest.param(["pod", "--name", "d"], ["auth-proxy"], ["workload"], id="pod"),
-        pytest.param(["warm-pod", "--pool", "py"], ["auth-proxy"], ["workload"], id="warm-pod"),
         pytest.param(
-            ["pod", "--name", "d", "--sidecar-mode", "container"], [], ["auth-proxy", "workload"],
-            id="pod-container-mode",
+            ["pod", "--name", "d"], ["ca-trust", "auth-proxy"], ["workload"], id="pod"
         ),
         pytest.param(
-            ["warm-pod", "--pool", "py", "--sidecar-mode", "container"], [],
+            ["warm-pod", "--pool", "py"], ["ca-trust", "auth-proxy"], ["workload"], id="warm-pod"
+        ),
+        pytest.param(
+            ["pod", "--name", "d", "--sidecar-mode", "container"], ["ca-trust"],
+            ["auth-proxy", "workload"], id="pod-container-mode",
+        ),
+        pytest.param(
+            ["warm-pod", "--pool", "py", "--sidecar-mode", "container"], ["ca-trust"],
             ["auth-proxy", "workload"], id="warm-pod-container-mode",
         ),
     ],
@@ -160,11 +168,12 @@ def test_pod_container_mode_and_overrides() -> None:
         "pod", "--name", "demo", "--sidecar-mode", "container",
         "--sidecar-image", "reg.example/auth-proxy:1", "--runtime-class", "",
     )  # fmt: skip
-    [lock] = pod["spec"]["initContainers"]
+    lock, trust = pod["spec"]["initContainers"]
     assert [x["name"] for x in pod["spec"]["containers"]] == ["auth-proxy", "workload"]
     assert pod["spec"]["containers"][0]["image"] == "reg.example/auth-proxy:1"
-    # The lock runs from the sidecar's image, whichever that is.
+    # The lock and the trust writer run from the sidecar's image, whichever that is.
     assert (lock["name"], lock["image"]) == ("egress-lock", "reg.example/auth-proxy:1")
+    assert (trust["name"], trust["image"]) == ("ca-trust", "reg.example/auth-proxy:1")
     assert "runtimeClassName" not in pod["spec"]
 
 
@@ -433,7 +442,8 @@ def test_every_rendered_pod_keeps_the_key_from_the_workload(rendered: Any) -> No
 
 
 def test_the_rendered_pods_cover_every_egress_layout(rendered: Any) -> None:
-    """Strict validation above sees the lock in both sidecar modes, and pods without it."""
+    """Strict validation above sees the lock and ca-trust in both sidecar modes, and pods
+    without the lock."""
     layouts = set()
     for name in RENDERS:
         for doc in rendered(name)[1]:
@@ -444,10 +454,10 @@ def test_the_rendered_pods_cover_every_egress_layout(rendered: Any) -> None:
             main = tuple(x["name"] for x in spec["containers"])
             layouts.add((doc["metadata"]["labels"]["sandbox.dev/egress"], init, main))
     assert layouts == {
-        ("enforced", ("egress-lock", "auth-proxy"), ("workload",)),
-        ("enforced", ("egress-lock",), ("auth-proxy", "workload")),
-        ("unenforced", ("auth-proxy",), ("workload",)),
-        ("unenforced", (), ("auth-proxy", "workload")),
+        ("enforced", ("egress-lock", "ca-trust", "auth-proxy"), ("workload",)),
+        ("enforced", ("egress-lock", "ca-trust"), ("auth-proxy", "workload")),
+        ("unenforced", ("ca-trust", "auth-proxy"), ("workload",)),
+        ("unenforced", ("ca-trust",), ("auth-proxy", "workload")),
         ("unenforced", (), ("workload",)),
     }
 

@@ -116,10 +116,14 @@ def test_builders_return_typed_pods() -> None:
 @pytest.mark.parametrize(
     ("settings", "init", "main"),
     [
-        pytest.param(NATIVE, ["egress-lock", "auth-proxy"], ["workload"], id="native"),
-        pytest.param(CONTAINER, ["egress-lock"], ["auth-proxy", "workload"], id="container"),
-        pytest.param(UNENFORCED, ["auth-proxy"], ["workload"], id="native-unenforced"),
-        pytest.param(CONTAINER_UNENFORCED, None, ["auth-proxy", "workload"], id="container-un"),
+        pytest.param(NATIVE, ["egress-lock", "ca-trust", "auth-proxy"], ["workload"], id="native"),
+        pytest.param(
+            CONTAINER, ["egress-lock", "ca-trust"], ["auth-proxy", "workload"], id="container"
+        ),
+        pytest.param(UNENFORCED, ["ca-trust", "auth-proxy"], ["workload"], id="native-unenforced"),
+        pytest.param(
+            CONTAINER_UNENFORCED, ["ca-trust"], ["auth-proxy", "workload"], id="container-un"
+        ),
         pytest.param(NO_PROXY, None, ["workload"], id="proxy-off"),
     ],
 )
@@ -128,13 +132,14 @@ def test_container_placement(
 ) -> None:
     spec = to_dict(build_pod_spec("demo", settings=settings))["spec"]
     # The lock first: init containers run in order, so nothing else runs before it succeeded.
+    # The trust files next: the workload needs them from its first instruction.
     if init is None:
         assert "initContainers" not in spec
     else:
         assert [x["name"] for x in spec["initContainers"]] == init
     assert [x["name"] for x in spec["containers"]] == main
     for x in spec.get("initContainers", []):
-        # Only the native sidecar restarts; the lock is a regular init container (runs once).
+        # Only the native sidecar restarts; the lock and ca-trust are regular init containers.
         assert x.get("restartPolicy") == ("Always" if x["name"] == "auth-proxy" else None)
     for x in spec["containers"]:
         assert "restartPolicy" not in x
@@ -232,9 +237,10 @@ def test_egress_lock_follows_the_settings() -> None:
         egress_lock_resources=Resources("5m", "8Mi", "50m", "32Mi"),
     )
     pod = to_dict(build_pod_spec("demo", settings=settings))
-    lock, sidecar = pod["spec"]["initContainers"]
-    assert lock["image"] == sidecar["image"] == "reg.example/auth-proxy:2"
-    assert lock["imagePullPolicy"] == sidecar["imagePullPolicy"] == "Always"
+    lock, trust, sidecar = pod["spec"]["initContainers"]
+    assert lock["image"] == trust["image"] == sidecar["image"] == "reg.example/auth-proxy:2"
+    assert lock["imagePullPolicy"] == trust["imagePullPolicy"] == "Always"
+    assert sidecar["imagePullPolicy"] == "Always"
     assert lock["command"][1:] == ["--sidecar-uid", "10000", "--transparent-port", "15001",
                                    "--dns-port", "15053"]  # fmt: skip
     assert lock["resources"]["limits"] == {"cpu": "50m", "memory": "32Mi"}
@@ -267,8 +273,6 @@ def test_unenforced_is_the_same_pod_without_the_lock(
     stripped = copy.deepcopy(on)
     spec = stripped["spec"]
     assert spec["initContainers"].pop(0)["name"] == "egress-lock"
-    if not spec["initContainers"]:
-        del spec["initContainers"]
     sidecar = containers(stripped)["auth-proxy"]
     sidecar["ports"] = [p for p in sidecar["ports"] if p["name"] in ("proxy", "health")]
     listeners = {"AUTH_PROXY_TRANSPARENT_PORT", "AUTH_PROXY_DNS_PORT"}
@@ -276,6 +280,65 @@ def test_unenforced_is_the_same_pod_without_the_lock(
     assert stripped["metadata"]["labels"]["sandbox.dev/egress"] == "enforced"
     stripped["metadata"]["labels"]["sandbox.dev/egress"] = "unenforced"
     assert stripped == off
+
+
+@pytest.mark.parametrize("settings", PROXY_SETTINGS)
+def test_ca_trust_contract(settings: ProxySettings) -> None:
+    trust = containers(to_dict(build_pod_spec("demo", settings=settings)))["ca-trust"]
+    assert trust == {
+        "name": "ca-trust",
+        # The sidecar's image: its system roots and the command; the workload image may be any.
+        "image": "auth-proxy:dev",
+        "imagePullPolicy": "IfNotPresent",
+        "command": [
+            "auth-proxy-trust",
+            *("--ca", "/etc/proxy-ca/ca.crt"),
+            *("--out", "/var/lib/proxy-ca"),
+        ],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {"cpu": "250m", "memory": "128Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10000,
+            "runAsGroup": 10000,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": "proxy-ca-cert", "mountPath": "/etc/proxy-ca", "readOnly": True},
+            {"name": "proxy-ca-bundle", "mountPath": "/var/lib/proxy-ca"},
+        ],
+    }
+
+
+def test_ca_trust_follows_the_settings() -> None:
+    settings = NATIVE.replace(ca_trust_resources=Resources("5m", "8Mi", "50m", "32Mi"))
+    trust = containers(to_dict(build_pod_spec("demo", settings=settings)))["ca-trust"]
+    assert trust["resources"]["limits"] == {"cpu": "50m", "memory": "32Mi"}
+
+
+def test_the_trust_files_are_where_the_variables_point() -> None:
+    # addons/trust.py names the files (the sidecar image carries addons/ only); the pod spec
+    # points the variables at them.
+    from addons import trust
+
+    names = (trust.BUNDLE_FILE, trust.CERTS_DIR, trust.TRUSTSTORE_FILE, trust.CA_FILE)
+    assert names == (
+        c.CA_BUNDLE_FILE_NAME,
+        c.CA_CERTS_DIR_NAME,
+        c.TRUSTSTORE_FILE_NAME,
+        c.TRUST_CA_FILE_NAME,
+    )
+    assert trust.TRUSTSTORE_PASSWORD == c.TRUSTSTORE_PASSWORD
+    assert (trust.PROG, c.TRUST_COMMAND) == ("auth-proxy-trust", "auth-proxy-trust")
+    paths = {c.CA_BUNDLE, c.CA_CERTS_DIR, c.TRUST_CA_CERT}
+    assert set(proxy_env().values()) >= paths
+    assert f"-Djavax.net.ssl.trustStore={c.TRUSTSTORE}" in proxy_env()["JAVA_TOOL_OPTIONS"]
 
 
 @pytest.mark.parametrize("settings", ALL_SETTINGS)
@@ -336,8 +399,17 @@ def test_mounts_and_volumes(settings: ProxySettings) -> None:
     cert = workload["/etc/proxy-ca"]
     assert cert["readOnly"] is True
     assert volumes[cert["name"]]["secret"]["items"] == [{"key": "tls.crt", "path": "ca.crt"}]
-    assert "emptyDir" in volumes[workload["/var/lib/proxy-ca"]["name"]]
+    bundle = workload["/var/lib/proxy-ca"]
+    assert "emptyDir" in volumes[bundle["name"]]
+    # Written by ca-trust; the workload only reads it.
+    assert bundle["readOnly"] is True
     assert set(workload) == {"/etc/proxy-ca", "/var/lib/proxy-ca"}
+
+    trust = mounts_of(by_name["ca-trust"])
+    assert set(trust) == {"/etc/proxy-ca", "/var/lib/proxy-ca"}
+    assert trust["/etc/proxy-ca"] == cert
+    assert trust["/var/lib/proxy-ca"]["name"] == bundle["name"]
+    assert not trust["/var/lib/proxy-ca"].get("readOnly")
 
 
 @pytest.mark.parametrize("settings", PROXY_SETTINGS)
@@ -351,13 +423,42 @@ def test_workload_env_contract(settings: ProxySettings) -> None:
         "https_proxy": "http://127.0.0.1:8080",
         "NO_PROXY": "localhost,127.0.0.1,::1",
         "no_proxy": "localhost,127.0.0.1,::1",
-        "NODE_EXTRA_CA_CERTS": "/etc/proxy-ca/ca.crt",
+        "NODE_USE_ENV_PROXY": "1",
+        # Adds to Node's roots: our CA alone.
+        "NODE_EXTRA_CA_CERTS": "/var/lib/proxy-ca/ca.crt",
+        # Replace a tool's roots: the full bundle.
         "SSL_CERT_FILE": bundle,
         "REQUESTS_CA_BUNDLE": bundle,
         "CURL_CA_BUNDLE": bundle,
         "GIT_SSL_CAINFO": bundle,
         "PIP_CERT": bundle,
+        "AWS_CA_BUNDLE": bundle,
+        "CARGO_HTTP_CAINFO": bundle,
+        "DENO_CERT": bundle,
+        "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE": bundle,
+        "NIX_SSL_CERT_FILE": bundle,
+        "BUNDLE_SSL_CA_CERT": bundle,
+        "npm_config_cafile": bundle,
+        "HTTPLIB2_CA_CERTS": bundle,
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": bundle,
+        "SSL_CERT_DIR": "/var/lib/proxy-ca/certs",
+        "JAVA_TOOL_OPTIONS": (
+            "-Djavax.net.ssl.trustStore=/var/lib/proxy-ca/truststore.p12 "
+            "-Djavax.net.ssl.trustStoreType=PKCS12 -Djavax.net.ssl.trustStorePassword=changeit "
+            "-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=8080 "
+            "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=8080 "
+            "-Dhttp.nonProxyHosts=localhost|127.0.0.1|[::1]"
+        ),
     }
+
+
+def test_java_tool_options_follow_the_proxy_port() -> None:
+    workload = containers(to_dict(build_pod_spec("d", settings=NATIVE.replace(proxy_port=3128))))[
+        "workload"
+    ]
+    options = env_of(workload)["JAVA_TOOL_OPTIONS"].split(" ")
+    assert "-Dhttps.proxyPort=3128" in options and "-Dhttp.proxyPort=3128" in options
+    assert env_of(workload)["HTTPS_PROXY"] == "http://127.0.0.1:3128"
 
 
 @pytest.mark.parametrize("settings", ALL_SETTINGS)
@@ -577,7 +678,16 @@ def test_the_audit_accepts_a_typed_pod() -> None:
 
 
 RESERVED = sorted(c.RESERVED_ENV_NAMES)
-CASE_VARIANTS = ["Http_Proxy", "HTTPS_proxy", "No_Proxy", "hTTp_pRoXy"]
+# Names tools read in any case: every spelling is reserved.
+CASE_VARIANTS = [
+    "Http_Proxy",
+    "HTTPS_proxy",
+    "No_Proxy",
+    "hTTp_pRoXy",
+    "NPM_CONFIG_CAFILE",
+    "npm_CONFIG_cafile",
+    "Npm_Config_Cafile",
+]
 
 
 @pytest.mark.parametrize("name", RESERVED + CASE_VARIANTS)
@@ -589,7 +699,21 @@ def test_reserved_env_cannot_be_overridden(name: str, settings: ProxySettings) -
 
 @pytest.mark.parametrize(
     "name",
-    ["ssl_cert_file", "Node_Extra_CA_Certs", "HTTP_PROXY_USER", "ALL_PROXY", "FTP_PROXY"],
+    [
+        # Read in one spelling only (getenv is case-sensitive), so other spellings are the user's.
+        "ssl_cert_file",
+        "Node_Extra_CA_Certs",
+        "java_tool_options",
+        "ssl_cert_dir",
+        "Aws_Ca_Bundle",
+        "node_use_env_proxy",
+        # Not ours at all; JDK_JAVA_OPTIONS is the documented way to add JVM flags.
+        "JDK_JAVA_OPTIONS",
+        "NPM_CONFIG_CAFILE_X",
+        "HTTP_PROXY_USER",
+        "ALL_PROXY",
+        "FTP_PROXY",
+    ],
 )
 def test_other_names_are_not_reserved(name: str) -> None:
     assert not is_reserved_env_name(name)
@@ -755,7 +879,36 @@ def test_default_settings() -> None:
     assert (s.egress_enforcement, s.enforces_egress) == (True, True)
     assert (s.transparent_port, s.dns_port) == (8082, 8053)
     assert s.egress_lock_resources == Resources("10m", "16Mi", "100m", "64Mi")
+    assert s.ca_trust_resources == Resources("10m", "32Mi", "250m", "128Mi")
     assert s.workload_uid != c.SIDECAR_UID
+
+
+def test_every_trust_variable_is_reserved() -> None:
+    # The issue's list: each one, exactly as tools spell it.
+    listed = [
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "NODE_EXTRA_CA_CERTS",
+        "NODE_USE_ENV_PROXY",
+        "AWS_CA_BUNDLE",
+        "CARGO_HTTP_CAINFO",
+        "DENO_CERT",
+        "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+        "NIX_SSL_CERT_FILE",
+        "BUNDLE_SSL_CA_CERT",
+        "npm_config_cafile",
+        "HTTPLIB2_CA_CERTS",
+        "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+        "JAVA_TOOL_OPTIONS",
+    ]
+    assert set(listed) <= c.RESERVED_ENV_NAMES
+    assert set(proxy_env()) == c.RESERVED_ENV_NAMES
+    for name in c.CASE_INSENSITIVE_RESERVED_ENV_NAMES:
+        assert name == name.lower() and name in {n.lower() for n in c.RESERVED_ENV_NAMES}
 
 
 def test_interface_constants() -> None:
@@ -777,3 +930,12 @@ def test_interface_constants() -> None:
         "AUTH_PROXY_DNS_PORT",
     )
     assert c.SIDECAR_UID == 10000
+    # Shared with the sidecar image and the docs (issue 16): exact.
+    assert (c.TRUST_INIT_CONTAINER, c.TRUST_COMMAND) == ("ca-trust", "auth-proxy-trust")
+    assert (c.CA_BUNDLE, c.CA_CERTS_DIR, c.TRUSTSTORE, c.TRUST_CA_CERT) == (
+        "/var/lib/proxy-ca/ca-bundle.crt",
+        "/var/lib/proxy-ca/certs",
+        "/var/lib/proxy-ca/truststore.p12",
+        "/var/lib/proxy-ca/ca.crt",
+    )
+    assert c.TRUSTSTORE_PASSWORD == "changeit"
