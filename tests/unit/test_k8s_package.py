@@ -58,7 +58,7 @@ def test_importing_k8s_has_no_side_effects(tmp_path: Path) -> None:
         "logging_same": True,
         "threads": 1,
         # The builders' own modules only: not the CLI, not the manifests.
-        "modules": ["k8s", "k8s.constants", "k8s.pods", "k8s.settings"],
+        "modules": ["k8s", "k8s.constants", "k8s.pods", "k8s.settings", "k8s.validation"],
         "api_default_untouched": True,  # no kubeconfig was loaded
         "pod": "p1",
         "warm": "pool-",

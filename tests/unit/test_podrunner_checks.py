@@ -533,7 +533,7 @@ def test_the_lock_runs_first_as_root_with_net_admin_alone(runner_for: Any) -> No
     docker = FakeDocker()
     runner = runner_for(docker)
     runner.start(project_pod())
-    assert docker.runs() == ["infra", "egress-lock", "auth-proxy", "workload"]
+    assert docker.runs() == ["infra", "egress-lock", "ca-trust", "auth-proxy", "workload"]
     # Waited for, to exit 0, after it was created and before the sidecar was.
     index = docker.calls.index
     assert (
@@ -627,6 +627,7 @@ def test_file_policy_reports_the_file_and_the_logs(runner_for: Any) -> None:
 def test_an_unenforced_pod_has_no_lock_to_wait_for(runner_for: Any) -> None:
     docker = FakeDocker()
     runner_for(docker).start(project_pod(egress_enforcement=False))
-    assert docker.runs() == ["infra", "auth-proxy", "workload"]
-    assert not [a for a in docker.calls if a[0] == "wait"]
+    assert docker.runs() == ["infra", "ca-trust", "auth-proxy", "workload"]
+    # Only the trust files are waited for; nothing is given a capability.
+    assert all(a[-1].endswith("ca-trust") for a in docker.calls if a[0] == "wait")
     assert not [a for a in docker.calls if "--cap-add" in a]
