@@ -55,13 +55,14 @@ class HostRule:
         where = ", ".join(p.text for p in self.paths) if self.paths else "any path"
         return f"{methods} {where}"
 
-    def admits(self, method: str, path: str | None) -> bool:
-        """Whether a request with this method and normalized path (None: ambiguous) matches."""
+    def admits(self, method: str, readings: tuple[str, ...] | None) -> bool:
+        """Whether a request with this method and path readings (addons.core.paths.
+        path_readings; None: ambiguous) matches: every reading must."""
         if self.methods is not None and method not in self.methods:
             return False
-        if self.paths is None:
-            return path is not None
-        return path is not None and any(p.matches(path) for p in self.paths)
+        if readings is None or self.paths is None:
+            return readings is not None
+        return all(any(p.matches(r) for p in self.paths) for r in readings)
 
 
 def _rule_error(source: str, index: int, entry: object, problem: str, fix: str) -> PolicyError:

@@ -124,10 +124,10 @@ def _with_rules(facts: Facts, policy: Policy, decision: Decision) -> Decision:
     if not applicable:
         return decision
     method = facts.method.decode("latin-1")
-    target = paths.request_path(facts.target)
-    path = paths.normalize(target) if target is not None else None
+    # Normalized, and also as written when it has dot segments (servers differ on those).
+    readings = paths.path_readings(facts.target)
     for rule in applicable:
-        if rule.admits(method, path):
+        if rule.admits(method, readings):
             label = f"{decision.rule} {rule.label}" if decision.rule else rule.label
             return replace(decision, rule=label)
     labels = ",".join(rule.label for rule in applicable)

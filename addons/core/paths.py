@@ -1,6 +1,7 @@
 """Request paths for `rules`: one documented normalization, and patterns matched against it.
 
-A request is matched by its path only: the query string (from the first `?`) is never matched.
+A request is matched by its path only: the query string (from the first `?`) is never matched,
+and an absolute-form target (`http://host/a`, as sent to a proxy) is matched by its path (`/a`).
 The path is normalized the way RFC 3986 section 6.2.2 allows, in this order:
 
 1. Percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded (`%7E` is `~`,
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-# RFC 3986 pchar, without "%" (an escape) and ":" "@" kept: the characters a path may hold raw.
+# RFC 3986 pchar (less "%", which starts an escape) and "/": what a path may hold unencoded.
 _RAW = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _DOUBLE_ESCAPE = re.compile("%25[0-9A-Fa-f]{2}")

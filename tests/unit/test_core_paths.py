@@ -108,6 +108,7 @@ def test_request_path(target: bytes, expected: str | None) -> None:
         pytest.param("/a/..;x=1/b", None, id="dot-dot-params-value"),
         pytest.param("/a/.;x/b", None, id="dot-params"),
         pytest.param("/a/..%3B/b", None, id="dot-dot-encoded-params"),
+        pytest.param("/a/..%3b/b", None, id="dot-dot-encoded-params-lower"),
         pytest.param("/a%2Fb", None, id="encoded-slash"),
         pytest.param("/a%2fb", None, id="encoded-slash-lower"),
         pytest.param("/a\\b", None, id="backslash"),
