@@ -48,6 +48,15 @@ from tests.support.podrunner import ContainerExtras, PodRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 POD_NAME = "e2e-sandbox"
+# What a workload unsets to ignore the proxy (the transparent path): every spelling tools read.
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 UPSTREAM_CA_MOUNT = "/etc/e2e-upstream-ca"
 GRACE_CAP = 5
 EGRESS = os.environ.get("E2E_EGRESS", c.EGRESS_ENFORCED)

@@ -29,7 +29,7 @@ import pytest
 
 from k8s import constants as c
 from tests.e2e import probes
-from tests.e2e.conftest import Sandbox, info, step
+from tests.e2e.conftest import PROXY_VARIABLES, Sandbox, info, step
 from tests.e2e.decoy import BANNER, DNS_PORT
 from tests.e2e.upstream import (
     DECOY_ADDR,
@@ -44,14 +44,6 @@ from tests.e2e.upstream import (
 
 pytestmark = pytest.mark.containers
 
-PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-)
 PROBE_SOURCE = Path(probes.__file__).read_text()
 # What a connected UDP socket may see when the lock rejects its datagram with an ICMP error
 # (port unreachable, administratively prohibited, host unreachable; EPERM: refused at send).

@@ -26,7 +26,7 @@ import pytest
 
 from images.build import ImageSpec, build_image
 from k8s import constants as c
-from tests.e2e.conftest import EGRESS, Sandbox, info, step
+from tests.e2e.conftest import EGRESS, PROXY_VARIABLES, Sandbox, info, step
 from tests.e2e.package_index import MARKER, NPM_PREFIX, PACKAGE, PYPI_PREFIX
 from tests.e2e.upstream import DENIED_NAME, UPSTREAM_NAME
 from tests.support.docker_fixtures import Docker
@@ -42,14 +42,6 @@ PROXY = "proxy-variables"
 TRANSPARENT = "transparent"
 # Without enforced egress nothing catches a client that ignores the variables: one mode only.
 MODES = [PROXY, TRANSPARENT] if EGRESS == c.EGRESS_ENFORCED else [PROXY]
-PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-)
 # The transparent run takes the JVM's proxy properties out of JAVA_TOOL_OPTIONS (the JVM never
 # reads HTTPS_PROXY): what stays is the truststore.
 STRIP_JAVA_PROXY = (
