@@ -28,6 +28,7 @@ _SECTIONS: dict[str, Kind] = {
 }
 _SECTION_ENDS = ("// ===END ICANN DOMAINS===", "// ===END PRIVATE DOMAINS===")
 _VERSION_PREFIX = "// VERSION:"
+_HEADER_LINES = 64
 # Labels tried in front of a public suffix to show a name someone registered (kobe.jp needs two).
 _EXAMPLE_LABELS = ("example", "www", "api")
 
@@ -132,10 +133,21 @@ def suffix_kind(suffix: str) -> Kind | None:
 def list_date() -> str:
     """The list's VERSION line (e.g. "2026-10-22_08-36-41_UTC"); "unknown" if it has none or
     cannot be read (for /readyz, which must answer regardless; a policy load still fails)."""
+    return _head_version()
+
+
+@functools.cache
+def _head_version() -> str:
+    # The VERSION line is in the file's header: /readyz reads it without building the table
+    # (a few MiB a sidecar needs only when its policy has wildcards).
     try:
-        return _table().version
-    except PublicSuffixListError:
-        return "unknown"
+        with importlib.resources.files(PACKAGE).joinpath(DATA_FILE).open(encoding="utf-8") as f:
+            for _, line in zip(range(_HEADER_LINES), f, strict=False):
+                if line.startswith(_VERSION_PREFIX):
+                    return line.removeprefix(_VERSION_PREFIX).strip() or "unknown"
+    except (ImportError, OSError, UnicodeError):
+        pass
+    return "unknown"
 
 
 def _registrable_example(suffix: str) -> str:

@@ -237,8 +237,10 @@ def test_the_list_is_read_once() -> None:
 @pytest.fixture
 def fresh_table() -> Iterator[None]:
     public_suffixes._table.cache_clear()
+    public_suffixes._head_version.cache_clear()
     yield
     public_suffixes._table.cache_clear()
+    public_suffixes._head_version.cache_clear()
 
 
 def test_a_missing_package_is_an_error_naming_the_fix(
@@ -291,3 +293,12 @@ def test_loading_uses_no_network_and_costs_little() -> None:
     assert done.returncode == 0, done.stderr
     print(done.stdout.strip())  # timings for the record; no budget is asserted
     assert done.stdout.startswith(f"list {list_date()}:")
+
+
+def test_the_list_date_does_not_build_the_table(fresh_table: None) -> None:
+    """/readyz shows the list's date on every sidecar; the table (a few MiB) is built only for
+    a policy with wildcards."""
+    assert list_date() == public_suffixes._table().version
+    public_suffixes._table.cache_clear()
+    list_date()
+    assert public_suffixes._table.cache_info().currsize == 0
