@@ -170,9 +170,6 @@ class Allowlist:
             return decision, None
         return decision, resolver.Approval(facts.host, facts.port, addresses)
 
-    def _over_cap(self, flow: http.HTTPFlow) -> bool:
-        return self._connections.is_over_cap(flow.client_conn.id)
-
     def _record(self, flow: http.HTTPFlow, decision: Decision, host: str, port: int) -> None:
         request = flow.request
         # The method and path (never the query) let `suggest` rebuild rules from the log.
@@ -231,8 +228,8 @@ class Allowlist:
                 Stage.CONNECT,
                 host,
                 port,
-                over_connection_cap=self._over_cap(flow),
-                draining=self._drain.draining,
+                over_connection_cap=self.over_cap(flow.client_conn.id),
+                draining=self.draining,
             )
             decision, approval = await self.decide_resolving(facts)
             self._record(flow, decision, host, port)
@@ -293,8 +290,8 @@ class Allowlist:
             target=request.data.path,
             fields=tuple(request.headers.fields),
             authority=request.authority,
-            over_connection_cap=self._over_cap(flow),
-            draining=self._drain.draining,
+            over_connection_cap=self.over_cap(flow.client_conn.id),
+            draining=self.draining,
             transparent=transparent.is_transparent(flow.client_conn),
             original_address=transparent.original_address(flow.client_conn),
         )

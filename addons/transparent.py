@@ -22,6 +22,7 @@ import logging
 from mitmproxy import connection, http, tls
 from mitmproxy.proxy import mode_specs
 
+from addons import policy
 from addons.approvals import Approvals
 from addons.core import reasons
 from addons.core.authority import parse_authority
@@ -50,7 +51,8 @@ def original_address(
     client: connection.Client,
 ) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     original = original_destination(client)
-    return _address(original[0]) if original else None
+    # mitmproxy gives the address without brackets or a zone id.
+    return policy.parse_ip(original[0]) if original else None
 
 
 def log_fields(client: connection.Client) -> dict[str, str]:
@@ -61,13 +63,6 @@ def log_fields(client: connection.Client) -> dict[str, str]:
     host, port = original
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return {"mode": MODE, "original_destination": shown}
-
-
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
 
 
 class TransparentDestinations:
